@@ -1,0 +1,193 @@
+//! Single-flight token refresh: one refresh per account at a time, in this process (an
+//! async lock) and across processes (a file lock), with the rotated token saved first.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{AccountsError, Credentials, Pool};
+use crate::oauth::{self, RefreshError};
+use crate::sensitive::{AccessToken, RefreshToken};
+use crate::store::{NeedsLogin, StoredSecret};
+
+/// How long to wait for another process that holds the refresh lock.
+const CROSS_PROCESS_WAIT: Duration = Duration::from_secs(60);
+
+impl Pool {
+    pub(super) async fn refresh_single_flight(
+        &self,
+        key: &str,
+        now_ms: i64,
+        stale_generation: Option<u64>,
+    ) -> Result<Credentials, AccountsError> {
+        let flight = self.flight(key);
+        let _in_process = flight.lock().await;
+        // Someone may have refreshed while we queued.
+        if let Some(found) = self.fresh_credentials(key, now_ms, stale_generation)? {
+            return Ok(found);
+        }
+
+        let store = self.inner.store.clone();
+        let lock_key = key.to_string();
+        let locking = tokio::task::spawn_blocking(move || store.refresh_lock(&lock_key));
+        let _cross_process = tokio::time::timeout(CROSS_PROCESS_WAIT, locking)
+            .await
+            .map_err(|_| AccountsError::Lock("timed out".to_string()))?
+            .map_err(|e| AccountsError::Lock(e.to_string()))??;
+
+        // Another process may have refreshed already: its tokens are on disk.
+        let before = self.generation(key);
+        self.sync_from_disk();
+        if self.generation(key) != before {
+            if let Some(found) = self.fresh_credentials(key, now_ms, None)? {
+                return Ok(found);
+            }
+        }
+
+        let refresh_token = self.refresh_token(key)?;
+        let span = tracing::info_span!("refresh", account = %self.display_name(key));
+        let _enter = span.enter();
+        match oauth::refresh(&self.inner.http, &self.inner.token_url, &refresh_token).await {
+            Ok(tokens) => {
+                self.save_refreshed(key, tokens).await;
+                tracing::info!("access token refreshed");
+                self.fresh_credentials(key, now_ms, None)?
+                    .ok_or_else(|| AccountsError::NotFound(key.to_string()))
+            }
+            Err(RefreshError::Permanent { code }) => {
+                tracing::warn!(%code, "refresh token rejected; the account needs a new login");
+                self.save_needs_login(key, &code, now_ms).await;
+                Err(AccountsError::NeedsLogin {
+                    account: self.display_name(key),
+                    code,
+                })
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn flight(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut flights = self.inner.flights.lock().unwrap_or_else(|p| p.into_inner());
+        flights.entry(key.to_string()).or_default().clone()
+    }
+
+    fn generation(&self, key: &str) -> Option<u64> {
+        self.state()
+            .accounts
+            .iter()
+            .find(|a| a.key == key)
+            .map(|a| a.generation)
+    }
+
+    fn display_name(&self, key: &str) -> String {
+        self.state()
+            .accounts
+            .iter()
+            .find(|a| a.key == key)
+            .map(|a| a.record.display_name())
+            .unwrap_or_else(|| key.to_string())
+    }
+
+    fn refresh_token(&self, key: &str) -> Result<RefreshToken, AccountsError> {
+        let state = self.state();
+        let account = state
+            .accounts
+            .iter()
+            .find(|a| a.key == key)
+            .ok_or_else(|| AccountsError::NotFound(key.to_string()))?;
+        account
+            .refresh
+            .clone()
+            .ok_or_else(|| AccountsError::NoRefreshToken {
+                account: account.record.display_name(),
+            })
+    }
+
+    /// The old refresh token is burned from here on, so the new one goes to disk before
+    /// anything uses it. If the disk write fails the tokens still live in memory, which is
+    /// the only copy left; the error is logged loudly.
+    async fn save_refreshed(&self, key: &str, tokens: oauth::RefreshedTokens) {
+        let access = tokens.access_token.map(|t| t.expose().to_string());
+        let refresh = tokens.refresh_token.map(|t| t.expose().to_string());
+        let expires = access
+            .as_deref()
+            .and_then(oauth::claims::decode)
+            .and_then(|c| c.expires_at)
+            .map(|s| s * 1000);
+        let claims = tokens
+            .id_token
+            .as_ref()
+            .and_then(|t| oauth::claims::decode(t.expose()));
+        let apply = {
+            let (access, refresh, claims) = (access.clone(), refresh.clone(), claims.clone());
+            move |record: &mut crate::store::AccountRecord| {
+                if let Some(a) = &access {
+                    record.access = Some(StoredSecret(a.clone()));
+                    record.expires = expires;
+                }
+                if let Some(r) = &refresh {
+                    record.set_refresh_token(r);
+                }
+                if let Some(plan) = claims.as_ref().and_then(|c| c.plan.clone()) {
+                    record.plan_type = Some(plan);
+                }
+                record.needs_login = None;
+            }
+        };
+        let store = self.inner.store.clone();
+        let file_key = key.to_string();
+        let file_apply = apply.clone();
+        let saved = tokio::task::spawn_blocking(move || {
+            store.update_accounts(|file| {
+                file.accounts
+                    .iter_mut()
+                    .find(|r| r.key() == file_key)
+                    .map(file_apply)
+                    .is_some()
+            })
+        })
+        .await;
+        match saved {
+            Ok(Ok(true)) => {}
+            Ok(Ok(false)) => tracing::warn!("the account was removed while its token refreshed"),
+            Ok(Err(e)) => tracing::error!("the rotated refresh token could not be saved: {e}"),
+            Err(e) => tracing::error!("the rotated refresh token could not be saved: {e}"),
+        }
+        let mut state = self.state();
+        if let Some(account) = state.accounts.iter_mut().find(|a| a.key == key) {
+            apply(&mut account.record);
+            if let Some(a) = access {
+                account.access = Some(AccessToken::new(a));
+            }
+            if let Some(r) = refresh {
+                account.refresh = Some(RefreshToken::new(r));
+            }
+            account.generation += 1;
+        }
+    }
+
+    async fn save_needs_login(&self, key: &str, code: &str, now_ms: i64) {
+        let needs = NeedsLogin {
+            code: code.to_string(),
+            since: now_ms,
+        };
+        {
+            let mut state = self.state();
+            if let Some(a) = state.accounts.iter_mut().find(|a| a.key == key) {
+                a.record.needs_login = Some(needs.clone());
+            }
+        }
+        let store = self.inner.store.clone();
+        let file_key = key.to_string();
+        let saved = tokio::task::spawn_blocking(move || {
+            store.update_accounts(|file| {
+                if let Some(r) = file.accounts.iter_mut().find(|r| r.key() == file_key) {
+                    r.needs_login = Some(needs);
+                }
+            })
+        })
+        .await;
+        if !matches!(saved, Ok(Ok(()))) {
+            tracing::warn!("could not save that the account needs a new login");
+        }
+    }
+}

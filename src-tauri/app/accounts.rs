@@ -1,0 +1,90 @@
+//! Account use cases on the store: list, find by what the user typed, remove, log out.
+
+use crate::store::{AccountRecord, Store, StoreError};
+
+use super::AppError;
+
+/// How a user names an account on the command line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccountSelector(pub String);
+
+impl AccountSelector {
+    /// An index, an email, an account id, a user id or a full key.
+    fn matches(&self, index: usize, record: &AccountRecord) -> bool {
+        let s = self.0.trim();
+        s.parse::<usize>().is_ok_and(|i| i == index)
+            || record
+                .email
+                .as_deref()
+                .is_some_and(|e| e.eq_ignore_ascii_case(s))
+            || record.account_id.as_deref() == Some(s)
+            || record.user_id.as_deref() == Some(s)
+            || record.key() == s
+            || record.label.as_deref() == Some(s)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SelectError {
+    #[error("no account matches {0:?}; `cma accounts` lists them")]
+    NoMatch(String),
+    #[error("{selector:?} matches {count} accounts ({names}); use the index or the full key from `cma accounts`")]
+    Ambiguous {
+        selector: String,
+        count: usize,
+        names: String,
+    },
+}
+
+pub fn list_accounts(store: &Store) -> Result<Vec<AccountRecord>, StoreError> {
+    Ok(store.load_accounts()?.accounts)
+}
+
+/// Indexes of the accounts a selector names.
+pub fn find_accounts(accounts: &[AccountRecord], selector: &AccountSelector) -> Vec<usize> {
+    accounts
+        .iter()
+        .enumerate()
+        .filter(|(i, r)| selector.matches(*i, r))
+        .map(|(i, _)| i)
+        .collect()
+}
+
+/// Removes exactly one account, returning it. Ambiguous selectors remove nothing.
+pub fn remove_account(
+    store: &Store,
+    selector: &AccountSelector,
+) -> Result<AccountRecord, AppError> {
+    let removed = store.update_accounts(|file| {
+        let found = find_accounts(&file.accounts, selector);
+        match found.as_slice() {
+            [one] => {
+                let record = file.accounts.remove(*one);
+                if file.preferred_account.as_deref() == Some(record.key().as_str()) {
+                    file.preferred_account = None;
+                }
+                Ok(record)
+            }
+            [] => Err(SelectError::NoMatch(selector.0.clone())),
+            many => Err(SelectError::Ambiguous {
+                selector: selector.0.clone(),
+                count: many.len(),
+                names: many
+                    .iter()
+                    .map(|i| file.accounts[*i].display_name())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            }),
+        }
+    })?;
+    removed.map_err(|e| AppError::Select(e.to_string()))
+}
+
+/// Forgets every account and its tokens on this machine. Tokens are not revoked upstream:
+/// that would also sign out every other tool using the same login.
+pub fn logout_all(store: &Store) -> Result<Vec<AccountRecord>, StoreError> {
+    store.update_accounts(|file| {
+        file.preferred_account = None;
+        std::mem::take(&mut file.accounts)
+    })
+}

@@ -1,0 +1,183 @@
+//! The use cases every front end calls (`cma` now, the tray later): start the router,
+//! read its status, list and remove accounts.
+
+mod accounts;
+mod port;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+pub use accounts::{find_accounts, list_accounts, logout_all, remove_account, AccountSelector};
+pub use port::PortHolder;
+
+use crate::accounts::{now_ms, Pool};
+use crate::proxy::{self, ProxyState, RouterStatus};
+use crate::routing::{Bindings, Routing};
+use crate::settings::{Settings, TokenStore};
+use crate::store::{Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Settings(#[from] crate::settings::SettingsError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Accounts(#[from] crate::accounts::AccountsError),
+    #[error("a Codex App Account Router is already running on {addr}")]
+    AlreadyRunning { addr: SocketAddr },
+    #[error("port {port} on {host} is already in use{}; stop it or choose another port with CODEX_PROXY_PORT", holder.as_ref().map(|h| format!(" by {h}")).unwrap_or_default())]
+    PortBusy {
+        host: String,
+        port: u16,
+        holder: Option<String>,
+    },
+    #[error("cannot listen on {host}:{port}: {source}")]
+    Listen {
+        host: String,
+        port: u16,
+        source: std::io::Error,
+    },
+    #[error("the keychain token store is not available in this version yet; set CODEX_PROXY_TOKEN_STORE=file")]
+    KeychainUnavailable,
+    #[error("{0}")]
+    Select(String),
+    #[error("cannot build the HTTP client: {0}")]
+    Http(String),
+}
+
+/// A router serving in the background of this process.
+pub struct RunningRouter {
+    pub addr: SocketAddr,
+    pub state: ProxyState,
+    shutdown: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RunningRouter {
+    /// A status snapshot straight from memory.
+    pub fn status(&self) -> RouterStatus {
+        proxy::snapshot(&self.state)
+    }
+
+    /// Stops accepting, lets streams in flight finish, saves the bindings.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.task.await;
+    }
+
+    /// Resolves when the server ends on its own (it does not unless it fails).
+    pub async fn wait(&mut self) {
+        let _ = (&mut self.task).await;
+    }
+}
+
+/// The HTTP client for the upstream and the issuer.
+pub fn http_client() -> Result<reqwest::Client, AppError> {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .pool_idle_timeout(Duration::from_secs(90))
+        .tcp_nodelay(true)
+        .user_agent(concat!(
+            "codex-app-account-router/",
+            env!("CARGO_PKG_VERSION")
+        ))
+        .build()
+        .map_err(|e| AppError::Http(e.to_string()))
+}
+
+/// Loads the accounts (refusing a corrupt file), binds the listener and serves.
+pub async fn start_router(settings: Settings) -> Result<RunningRouter, AppError> {
+    settings.validate()?;
+    if settings.token_store == TokenStore::Keychain {
+        return Err(AppError::KeychainUnavailable);
+    }
+    let store = Store::new(&settings.paths);
+    let http = http_client()?;
+    let pool = Pool::open(store.clone(), http.clone(), settings.token_url())?;
+    let bindings = Bindings::load(&store, &pool.accounts(), settings.binding_ttl, now_ms());
+    let routing = Routing::new(pool, bindings.clone(), settings.strategy);
+    let listener = bind(&settings).await?;
+    let addr = listener.local_addr().map_err(|source| AppError::Listen {
+        host: settings.host.clone(),
+        port: settings.port,
+        source,
+    })?;
+    let state = ProxyState::new(settings, routing, http);
+    let (shutdown, mut stop) = watch::channel(false);
+    let app = proxy::router(state.clone());
+    let saver_store = store.clone();
+    let task = tokio::spawn(async move {
+        let saver = tokio::spawn({
+            let (bindings, store) = (bindings.clone(), saver_store.clone());
+            async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(1));
+                loop {
+                    tick.tick().await;
+                    let (b, s) = (bindings.clone(), store.clone());
+                    let _ =
+                        tokio::task::spawn_blocking(move || b.save_if_changed(&s, now_ms())).await;
+                }
+            }
+        });
+        let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+            let _ = stop.wait_for(|stopped| *stopped).await;
+        });
+        if let Err(e) = serve.await {
+            tracing::error!("the router stopped: {e}");
+        }
+        saver.abort();
+        let _ =
+            tokio::task::spawn_blocking(move || bindings.save_if_changed(&saver_store, now_ms()))
+                .await;
+    });
+    tracing::info!(address = %addr, "router listening; Codex base_url = http://{addr}/v1");
+    Ok(RunningRouter {
+        addr,
+        state,
+        shutdown,
+        task,
+    })
+}
+
+async fn bind(settings: &Settings) -> Result<tokio::net::TcpListener, AppError> {
+    let host = settings.host.trim_start_matches('[').trim_end_matches(']');
+    let target = (host, settings.port);
+    match tokio::net::TcpListener::bind(target).await {
+        Ok(listener) => Ok(listener),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            let ip = if host == "localhost" {
+                "127.0.0.1"
+            } else {
+                host
+            };
+            let probe = format!("{ip}:{}", settings.port)
+                .parse::<SocketAddr>()
+                .or_else(|_| format!("[{ip}]:{}", settings.port).parse());
+            let holder = match probe {
+                Ok(addr) => port::identify(addr).await,
+                Err(_) => PortHolder::Program(None),
+            };
+            Err(match (holder, probe) {
+                (PortHolder::OurRouter, Ok(addr)) => AppError::AlreadyRunning { addr },
+                (PortHolder::Program(name), _) => AppError::PortBusy {
+                    host: settings.host.clone(),
+                    port: settings.port,
+                    holder: name,
+                },
+                (PortHolder::OurRouter, Err(_)) => AppError::PortBusy {
+                    host: settings.host.clone(),
+                    port: settings.port,
+                    holder: None,
+                },
+            })
+        }
+        Err(source) => Err(AppError::Listen {
+            host: settings.host.clone(),
+            port: settings.port,
+            source,
+        }),
+    }
+}

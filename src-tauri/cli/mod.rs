@@ -1,0 +1,269 @@
+//! `cma` commands: parse, call `app`, print. Data on stdout, `error:`/`hint:` on stderr,
+//! `--json` for scripts, a non-zero exit code on failure.
+
+mod output;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use crate::accounts::{now_ms, Account};
+use crate::app::{self, AccountSelector, AppError};
+use crate::proxy::{AccountStatus, RouterStatus};
+use crate::settings::Settings;
+use crate::store::Store;
+
+#[derive(Parser)]
+#[command(
+    name = "cma",
+    version,
+    about = "Codex App Account Router: one Codex, several ChatGPT accounts"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the router in the foreground (Ctrl-C stops it).
+    Start,
+    /// Show the router and every account with its usage and resets.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the accounts.
+    Accounts {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove one account: by index, email, account id or user id.
+    Remove { account: String },
+    /// Forget every account on this machine.
+    Logout {
+        /// Confirm; without it nothing is removed.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+/// Runs `cma` with the process's arguments and environment.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(&format!("cannot start the async runtime: {e}"), None),
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e.to_string(), hint(&e)),
+    }
+}
+
+fn fail(message: &str, hint: Option<String>) -> ExitCode {
+    eprintln!("error: {message}");
+    if let Some(hint) = hint {
+        eprintln!("hint: {hint}");
+    }
+    ExitCode::FAILURE
+}
+
+fn hint(e: &AppError) -> Option<String> {
+    match e {
+        AppError::AlreadyRunning { .. } => Some("`cma status` shows it".to_string()),
+        AppError::Store(crate::store::StoreError::Corrupt { .. }) => Some(
+            "the router will not start on a file it cannot read, so that nothing in it is lost"
+                .to_string(),
+        ),
+        _ => None,
+    }
+}
+
+async fn run(command: Command) -> Result<(), AppError> {
+    let settings = Settings::from_env()?;
+    match command {
+        Command::Start => start(settings).await,
+        Command::Status { json } => status(&settings, json).await,
+        Command::Accounts { json } => accounts(&settings, json).await,
+        Command::Remove { account } => {
+            let removed =
+                app::remove_account(&Store::new(&settings.paths), &AccountSelector(account))?;
+            println!("removed {}", removed.display_name());
+            Ok(())
+        }
+        Command::Logout { yes } => logout(&settings, yes),
+    }
+}
+
+async fn start(settings: Settings) -> Result<(), AppError> {
+    let filter = if settings.debug { "debug" } else { "info" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("warn,router={filter}")));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::env::var_os("NO_COLOR").is_none())
+        .try_init();
+    let mut router = app::start_router(settings).await?;
+    let status = router.status();
+    println!(
+        "listening on {} ({} accounts, strategy {})",
+        status.base_url,
+        status.accounts.len(),
+        status.strategy
+    );
+    if status.accounts.is_empty() {
+        eprintln!("hint: no account yet; run `cma login` to add one");
+    }
+    tokio::select! {
+        _ = shutdown_signal() => {
+            eprintln!("stopping");
+            router.stop().await;
+        }
+        _ = router.wait() => {}
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// The running router's `/status`, or `None` when none answers.
+async fn live_status(settings: &Settings) -> Option<RouterStatus> {
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(3))
+        .build()
+        .ok()?;
+    let host = if settings.host == "0.0.0.0" {
+        "127.0.0.1"
+    } else if settings.host == "::" {
+        "::1"
+    } else {
+        &settings.host
+    };
+    let base = settings
+        .base_url()
+        .replace(&format!("//{}:", settings.host), &format!("//{host}:"));
+    let url = base.trim_end_matches("/v1").to_string() + "/status";
+    let mut request = client.get(url);
+    if let Some(token) = &settings.client_token {
+        request = request.bearer_auth(token.expose());
+    }
+    let status: RouterStatus = request.send().await.ok()?.json().await.ok()?;
+    (status.service == crate::proxy::SERVICE_NAME).then_some(status)
+}
+
+/// Accounts as the file has them, for when no router is running.
+fn offline_accounts(settings: &Settings) -> Result<Vec<AccountStatus>, AppError> {
+    let store = Store::new(&settings.paths);
+    let file = store.load_accounts()?;
+    let now = now_ms();
+    Ok(file
+        .accounts
+        .into_iter()
+        .enumerate()
+        .map(|(i, record)| {
+            let account = Account::from_record(record);
+            AccountStatus::from_account(i, &account, file.preferred_account.as_deref(), now)
+        })
+        .collect())
+}
+
+async fn status(settings: &Settings, json: bool) -> Result<(), AppError> {
+    let live = live_status(settings).await;
+    if json {
+        let value = match &live {
+            Some(status) => serde_json::json!({"running": true, "router": status}),
+            None => {
+                serde_json::json!({"running": false, "baseUrl": settings.base_url(), "accounts": offline_accounts(settings)?})
+            }
+        };
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&value).unwrap_or_default()
+        );
+        return Ok(());
+    }
+    let accounts = match &live {
+        Some(status) => {
+            println!(
+                "router: running at {} (strategy {}, {} sessions bound)",
+                status.base_url, status.strategy, status.bindings
+            );
+            if let Some(error) = &status.accounts_file_error {
+                eprintln!("warning: {error}");
+            }
+            status.accounts.clone()
+        }
+        None => {
+            println!(
+                "router: not running at {} (start it with `cma start`)",
+                settings.base_url()
+            );
+            offline_accounts(settings)?
+        }
+    };
+    print_accounts(&accounts);
+    Ok(())
+}
+
+async fn accounts(settings: &Settings, json: bool) -> Result<(), AppError> {
+    let accounts = match live_status(settings).await {
+        Some(status) => status.accounts,
+        None => offline_accounts(settings)?,
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&accounts).unwrap_or_default()
+        );
+    } else {
+        print_accounts(&accounts);
+    }
+    Ok(())
+}
+
+fn print_accounts(accounts: &[AccountStatus]) {
+    if accounts.is_empty() {
+        println!("no accounts; add one with `cma login`");
+        return;
+    }
+    println!("{}", output::accounts_table(accounts, now_ms()));
+}
+
+fn logout(settings: &Settings, yes: bool) -> Result<(), AppError> {
+    let store = Store::new(&settings.paths);
+    if !yes {
+        let accounts = app::list_accounts(&store)?;
+        for a in &accounts {
+            println!("would remove {}", a.display_name());
+        }
+        eprintln!(
+            "hint: run `cma logout --yes` to remove these {} accounts from this machine",
+            accounts.len()
+        );
+        return Ok(());
+    }
+    let removed = app::logout_all(&store)?;
+    println!("removed {} accounts", removed.len());
+    Ok(())
+}

@@ -1,0 +1,104 @@
+//! Human output: tables, durations and percentages. No colour, so `NO_COLOR` always holds.
+
+use crate::proxy::AccountStatus;
+
+/// "3d 4h", "1h 02m", "45s": a countdown a person reads at a glance.
+pub fn countdown(ms: i64) -> String {
+    let s = (ms / 1000).max(0);
+    let (d, h, m) = (s / 86_400, (s % 86_400) / 3600, (s % 3600) / 60);
+    if d > 0 {
+        format!("{d}d {h}h")
+    } else if h > 0 {
+        format!("{h}h {m:02}m")
+    } else if m > 0 {
+        format!("{m}m {:02}s", s % 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
+fn window(usage: Option<&serde_json::Value>, name: &str, now_ms: i64) -> (String, String) {
+    let Some(w) = usage.and_then(|u| u.get(name)).filter(|w| !w.is_null()) else {
+        return ("-".to_string(), "-".to_string());
+    };
+    let used = w
+        .get("usedPercent")
+        .and_then(|v| v.as_f64())
+        .map(|p| format!("{p:.0}%"))
+        .unwrap_or_else(|| "-".to_string());
+    let reset = w
+        .get("resetsAt")
+        .and_then(|v| v.as_i64())
+        .map(|at| countdown(at * 1000 - now_ms))
+        .unwrap_or_else(|| "-".to_string());
+    (used, reset)
+}
+
+/// One line per account: who, plan, state, 5-hour and weekly usage with their resets.
+pub fn accounts_table(accounts: &[AccountStatus], now_ms: i64) -> String {
+    let mut rows = vec![[
+        "#".to_string(),
+        "account".to_string(),
+        "plan".to_string(),
+        "state".to_string(),
+        "5h used".to_string(),
+        "5h resets".to_string(),
+        "week used".to_string(),
+        "week resets".to_string(),
+    ]];
+    for a in accounts {
+        let name = a
+            .label
+            .clone()
+            .or_else(|| a.email.clone())
+            .unwrap_or_else(|| a.key.clone());
+        let mut state = match (a.state.as_str(), a.until) {
+            ("limited", Some(until)) => format!("limited {}", countdown(until - now_ms)),
+            ("cooling-down", Some(until)) => format!("resting {}", countdown(until - now_ms)),
+            (s, _) => s.to_string(),
+        };
+        if a.preferred {
+            state.push_str(" *");
+        }
+        let (p_used, p_reset) = window(a.usage.as_ref(), "primary", now_ms);
+        let (s_used, s_reset) = window(a.usage.as_ref(), "secondary", now_ms);
+        rows.push([
+            a.index.to_string(),
+            name,
+            a.plan.clone().unwrap_or_else(|| "-".to_string()),
+            state,
+            p_used,
+            p_reset,
+            s_used,
+            s_reset,
+        ]);
+    }
+    let widths: Vec<usize> = (0..8)
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    rows.iter()
+        .map(|r| {
+            r.iter()
+                .zip(&widths)
+                .map(|(cell, w)| format!("{cell:<w$}"))
+                .collect::<Vec<_>>()
+                .join("  ")
+                .trim_end()
+                .to_string()
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn countdowns_read_naturally() {
+        assert_eq!(countdown(45_000), "45s");
+        assert_eq!(countdown(3_720_000), "1h 02m");
+        assert_eq!(countdown(3 * 86_400_000 + 4 * 3_600_000), "3d 4h");
+        assert_eq!(countdown(-5), "0s");
+    }
+}

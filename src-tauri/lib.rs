@@ -1,0 +1,18 @@
+//! Codex App Account Router: a local OpenAI-compatible proxy that sends each Codex request
+//! upstream with one of the user's own ChatGPT accounts, failing over when one is limited.
+//! `cli` and `desktop` are thin front ends over `app`.
+
+#![forbid(unsafe_code)]
+
+pub mod accounts;
+pub mod app;
+pub mod cli;
+#[cfg(feature = "desktop")]
+pub mod desktop;
+pub mod oauth;
+pub mod paths;
+pub mod proxy;
+pub mod routing;
+pub mod sensitive;
+pub mod settings;
+pub mod store;

@@ -1,0 +1,107 @@
+//! The router's own error answers, shaped as the OpenAI errors Codex reads.
+
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("the request body is not valid JSON: {0}")]
+    InvalidJson(String),
+    #[error("the request body could not be read: {0}")]
+    BodyRead(String),
+    #[error("the request body is larger than {limit} bytes; raise CODEX_PROXY_MAX_BODY_BYTES if this is intended")]
+    BodyTooLarge { limit: usize },
+    #[error("missing or wrong bearer token; send `Authorization: Bearer $CODEX_PROXY_TOKEN`")]
+    Unauthorized,
+    #[error("requests for host {0:?} are refused; use the router's own address")]
+    ForeignHost(String),
+    #[error("browser requests from origin {0:?} are refused")]
+    ForeignOrigin(String),
+    #[error("no ChatGPT account is configured; run `cma login` to add one")]
+    NoAccounts,
+    #[error("every account needs a new login ({0}); run `cma login` for each")]
+    AllNeedLogin(String),
+    #[error("every account is disabled; enable one with `cma accounts`")]
+    AllDisabled,
+    #[error(
+        "every account has reached its usage limit; the first one resets in {resets_in_seconds} s"
+    )]
+    AllLimited {
+        resets_at: i64,
+        resets_in_seconds: i64,
+    },
+    #[error("no account could reach the ChatGPT backend: {0}")]
+    UpstreamUnavailable(String),
+    #[error("no route for {0}")]
+    NotFound(String),
+}
+
+impl ProxyError {
+    fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::InvalidJson(_) | ProxyError::BodyRead(_) => StatusCode::BAD_REQUEST,
+            ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ProxyError::ForeignHost(_) | ProxyError::ForeignOrigin(_) => StatusCode::FORBIDDEN,
+            // Codex shows a 4xx at once instead of retrying it for half a minute: these
+            // need the user, not patience.
+            ProxyError::NoAccounts | ProxyError::AllNeedLogin(_) | ProxyError::AllDisabled => {
+                StatusCode::BAD_REQUEST
+            }
+            ProxyError::AllLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ProxyError::UpstreamUnavailable(_) => StatusCode::BAD_GATEWAY,
+            ProxyError::NotFound(_) => StatusCode::NOT_FOUND,
+        }
+    }
+
+    /// A stable code the UI and scripts can switch on.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ProxyError::InvalidJson(_) => "invalid_json",
+            ProxyError::BodyRead(_) => "body_read_failed",
+            ProxyError::BodyTooLarge { .. } => "body_too_large",
+            ProxyError::Unauthorized => "invalid_proxy_token",
+            ProxyError::ForeignHost(_) => "forbidden_host",
+            ProxyError::ForeignOrigin(_) => "forbidden_origin",
+            ProxyError::NoAccounts => "no_accounts",
+            ProxyError::AllNeedLogin(_) => "accounts_need_login",
+            ProxyError::AllDisabled => "accounts_disabled",
+            ProxyError::AllLimited { .. } => "usage_limit_reached",
+            ProxyError::UpstreamUnavailable(_) => "upstream_unavailable",
+            ProxyError::NotFound(_) => "not_found",
+        }
+    }
+}
+
+impl IntoResponse for ProxyError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let message = self.to_string();
+        let body = match &self {
+            // The shape Codex turns into "try again at HH:MM" instead of retrying.
+            ProxyError::AllLimited {
+                resets_at,
+                resets_in_seconds,
+            } => json!({"error": {
+                "type": "usage_limit_reached",
+                "code": "usage_limit_reached",
+                "message": message,
+                "resets_at": resets_at,
+                "resets_in_seconds": resets_in_seconds,
+            }}),
+            _ => json!({"error": {
+                "type": if status.is_server_error() { "server_error" } else { "invalid_request_error" },
+                "code": self.code(),
+                "message": message,
+            }}),
+        };
+        let mut response = (status, axum::Json(body)).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert("www-authenticate", HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}

@@ -1,0 +1,228 @@
+//! Failover: try accounts one after another until one serves, all before the first byte
+//! reaches the client; then answer the way Codex handles best when none can.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use axum::response::{IntoResponse, Response};
+use tracing::Instrument;
+
+use super::error::ProxyError;
+use super::upstream::{self, Answer, Failure, Outgoing, Replay};
+use super::ProxyState;
+use crate::accounts::{now_ms, AccountsError};
+use crate::routing::{availability, Availability, RequestIdentity};
+
+/// When a limit answer says nothing about its reset, look again after this long.
+const UNKNOWN_RESET: Duration = Duration::from_secs(300);
+
+pub async fn forward(
+    state: &ProxyState,
+    out: Outgoing,
+    model: &str,
+    identity: RequestIdentity,
+) -> Response {
+    let span = tracing::info_span!("request", path = %out.url.rsplit('/').next().unwrap_or(""), model, session = %identity.session_tag());
+    run(state, out, model, identity).instrument(span).await
+}
+
+async fn run(
+    state: &ProxyState,
+    out: Outgoing,
+    model: &str,
+    identity: RequestIdentity,
+) -> Response {
+    let routing = state.routing();
+    routing.pool.sync_from_disk();
+    let started = Instant::now();
+    let settings = state.settings();
+    let timeouts = (settings.first_byte_timeout, settings.stream_idle_timeout);
+    let mut tried = HashSet::new();
+    let mut last: Option<Failure> = None;
+    let turn_account = identity
+        .turn_state
+        .as_deref()
+        .and_then(|t| routing.bindings.turn_account(t));
+
+    while let Some(account) = routing.account_for(&identity, model, now_ms(), &tried) {
+        tried.insert(account.clone());
+        let keep_turn_state = turn_account.as_deref().is_none_or(|t| t == account);
+        let answer = attempt(state, &out, &account, keep_turn_state, timeouts).await;
+        let now = now_ms();
+        match answer {
+            Answer::Serve(response) => {
+                let turn = response
+                    .headers()
+                    .get("x-codex-turn-state")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string)
+                    .or(identity.turn_state.clone().filter(|_| keep_turn_state));
+                routing.bindings.confirm(
+                    identity.session.as_deref(),
+                    turn.as_deref(),
+                    &account,
+                    now,
+                );
+                routing.pool.mark_used(&account, now);
+                tracing::debug!(
+                    account = %account_name(state, &account),
+                    status = response.status().as_u16(),
+                    first_byte_ms = started.elapsed().as_secs_f64() * 1000.0,
+                    "served"
+                );
+                return response;
+            }
+            Answer::Fail(failure) => {
+                note_failure(state, &account, model, &failure, now);
+                last = Some(failure);
+            }
+        }
+    }
+    exhausted(state, model, last)
+}
+
+/// One account's go: credentials (refreshing if due), the request, one refresh and retry on
+/// a 401, then the classification of the answer.
+async fn attempt(
+    state: &ProxyState,
+    out: &Outgoing,
+    account: &str,
+    keep_turn_state: bool,
+    timeouts: (Duration, Duration),
+) -> Answer {
+    let pool = &state.routing().pool;
+    let credentials = match pool.credentials(account, now_ms()).await {
+        Ok(c) => c,
+        Err(e) => return Answer::Fail(credential_failure(e)),
+    };
+    let http = state.http();
+    let mut response =
+        match upstream::send(http, out, &credentials, keep_turn_state, timeouts.0).await {
+            Ok(r) => r,
+            Err(f) => return Answer::Fail(f),
+        };
+    if response.status() == reqwest::StatusCode::UNAUTHORIZED {
+        let renewed = match pool
+            .credentials_after_401(account, &credentials, now_ms())
+            .await
+        {
+            Ok(c) => c,
+            Err(e) => return Answer::Fail(credential_failure(e)),
+        };
+        response = match upstream::send(http, out, &renewed, keep_turn_state, timeouts.0).await {
+            Ok(r) => r,
+            Err(f) => return Answer::Fail(f),
+        };
+        if response.status() == reqwest::StatusCode::UNAUTHORIZED {
+            return Answer::Fail(Failure::Unauthorized);
+        }
+    }
+    upstream::classify(response, out, pool, account, timeouts, now_ms() / 1000).await
+}
+
+fn credential_failure(e: AccountsError) -> Failure {
+    match e {
+        // The pool has marked the account; routing skips it from now on.
+        AccountsError::NeedsLogin { .. }
+        | AccountsError::NoRefreshToken { .. }
+        | AccountsError::NotFound(_) => Failure::Transient {
+            reason: e.to_string(),
+            cooldown: Duration::ZERO,
+            replay: None,
+        },
+        other => Failure::Transient {
+            reason: other.to_string(),
+            cooldown: Duration::from_secs(30),
+            replay: None,
+        },
+    }
+}
+
+fn note_failure(state: &ProxyState, account: &str, model: &str, failure: &Failure, now: i64) {
+    let pool = &state.routing().pool;
+    let name = account_name(state, account);
+    match failure {
+        Failure::Limited { code, reset } => {
+            let until = reset
+                .map(|s| s * 1000)
+                .filter(|&ms| ms > now)
+                .unwrap_or(now + UNKNOWN_RESET.as_millis() as i64);
+            tracing::info!(account = %name, %code, resets_in_s = (until - now) / 1000, "limit reached; trying another account");
+            pool.record_limit(account, model, until);
+        }
+        Failure::Unauthorized => {
+            tracing::warn!(account = %name, "refused even after a token refresh; trying another account");
+            pool.record_cooldown(account, now + 60_000);
+        }
+        Failure::Transient {
+            reason, cooldown, ..
+        } => {
+            tracing::info!(account = %name, %reason, "trying another account");
+            pool.record_cooldown(account, now + cooldown.as_millis() as i64);
+        }
+    }
+}
+
+/// No account served: say why in the form Codex handles best.
+fn exhausted(state: &ProxyState, model: &str, last: Option<Failure>) -> Response {
+    let accounts = state.routing().pool.accounts();
+    let now = now_ms();
+    if accounts.is_empty() {
+        return ProxyError::NoAccounts.into_response();
+    }
+    let states: Vec<Availability> = accounts
+        .iter()
+        .map(|a| availability(a, model, now))
+        .collect();
+    if states.iter().all(|s| *s == Availability::Disabled) {
+        return ProxyError::AllDisabled.into_response();
+    }
+    let live: Vec<&Availability> = states
+        .iter()
+        .filter(|s| !matches!(s, Availability::Disabled | Availability::NeedsLogin))
+        .collect();
+    if live.is_empty() {
+        let names: Vec<String> = accounts
+            .iter()
+            .filter(|a| a.needs_login())
+            .map(|a| a.record.display_name())
+            .collect();
+        return ProxyError::AllNeedLogin(names.join(", ")).into_response();
+    }
+    let resets: Option<Vec<i64>> = live
+        .iter()
+        .map(|s| match s {
+            Availability::Limited { until } => Some(*until),
+            _ => None,
+        })
+        .collect();
+    if let Some(earliest) = resets.and_then(|r| r.into_iter().min()) {
+        return ProxyError::AllLimited {
+            resets_at: earliest / 1000,
+            resets_in_seconds: ((earliest - now) / 1000).max(1),
+        }
+        .into_response();
+    }
+    match last {
+        Some(Failure::Transient { replay: Some(replay), .. }) => upstream::replayed(replay),
+        Some(Failure::Transient { reason, .. }) => ProxyError::UpstreamUnavailable(reason).into_response(),
+        Some(Failure::Unauthorized) => upstream::replayed(Replay {
+            status: reqwest::StatusCode::UNAUTHORIZED,
+            headers: Default::default(),
+            body: bytes::Bytes::from_static(br#"{"error":{"code":"upstream_unauthorized","message":"the ChatGPT backend refused every account's token"}}"#),
+        }),
+        // Limited accounts are handled above; cooling-down ones land here.
+        _ => ProxyError::UpstreamUnavailable("every account is resting after errors".to_string()).into_response(),
+    }
+}
+
+fn account_name(state: &ProxyState, key: &str) -> String {
+    state
+        .routing()
+        .pool
+        .accounts()
+        .iter()
+        .find(|a| a.key == key)
+        .map(|a| a.record.display_name())
+        .unwrap_or_else(|| key.to_string())
+}

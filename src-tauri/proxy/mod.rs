@@ -1,0 +1,165 @@
+//! The local HTTP server Codex talks to: OpenAI-compatible endpoints in front of the
+//! ChatGPT backend, sending each request with one of the user's accounts.
+
+mod error;
+mod forward;
+mod gate;
+mod sse;
+mod status;
+mod upstream;
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, Method};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use bytes::Bytes;
+
+pub use error::ProxyError;
+pub use status::{snapshot, AccountStatus, RouterStatus, SERVICE_NAME};
+
+use crate::accounts::ALL_MODELS;
+use crate::routing::{RequestIdentity, Routing};
+use crate::settings::Settings;
+
+struct Inner {
+    settings: Settings,
+    routing: Routing,
+    http: reqwest::Client,
+    started_at: i64,
+}
+
+/// Everything a request handler needs; a cheap clone of one `Arc`.
+#[derive(Clone)]
+pub struct ProxyState {
+    inner: Arc<Inner>,
+}
+
+impl ProxyState {
+    pub fn new(settings: Settings, routing: Routing, http: reqwest::Client) -> ProxyState {
+        ProxyState {
+            inner: Arc::new(Inner {
+                settings,
+                routing,
+                http,
+                started_at: crate::accounts::now_ms(),
+            }),
+        }
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.inner.settings
+    }
+
+    pub fn routing(&self) -> &Routing {
+        &self.inner.routing
+    }
+
+    fn http(&self) -> &reqwest::Client {
+        &self.inner.http
+    }
+}
+
+/// The router's HTTP surface.
+pub fn router(state: ProxyState) -> axum::Router {
+    axum::Router::new()
+        .route("/v1/responses", post(responses))
+        .route("/v1/responses/compact", post(compact))
+        .route("/v1/models", get(models))
+        .route("/health", get(status::health))
+        .route("/status", get(status::status))
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            gate::check,
+        ))
+        .with_state(state)
+}
+
+async fn responses(State(state): State<ProxyState>, request: Request) -> Response {
+    let url = format!("{}/responses", state.settings().upstream_url);
+    forward_json(state, request, url, true).await
+}
+
+async fn compact(State(state): State<ProxyState>, request: Request) -> Response {
+    let url = format!("{}/responses/compact", state.settings().upstream_url);
+    forward_json(state, request, url, false).await
+}
+
+async fn models(State(state): State<ProxyState>, request: Request) -> Response {
+    let mut url = state.settings().models_url.clone();
+    if let Some(query) = request.uri().query() {
+        url = format!("{url}?{query}");
+    }
+    let out = upstream::Outgoing {
+        method: Method::GET,
+        url,
+        headers: request.headers().clone(),
+        body: Bytes::new(),
+        streaming: false,
+    };
+    forward::forward(&state, out, ALL_MODELS, RequestIdentity::default()).await
+}
+
+async fn not_found(request: Request) -> Response {
+    ProxyError::NotFound(format!("{} {}", request.method(), request.uri().path())).into_response()
+}
+
+/// The two fields routing needs. The rest of the body is skipped, but still checked to be
+/// JSON, so a truncated body is refused here instead of upstream.
+#[derive(serde::Deserialize)]
+struct BodyProbe<'a> {
+    #[serde(borrow, default)]
+    model: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    prompt_cache_key: Option<Cow<'a, str>>,
+}
+
+async fn forward_json(
+    state: ProxyState,
+    request: Request,
+    url: String,
+    streaming: bool,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    let body = match read_body(body, &parts.headers, state.settings().max_body_bytes).await {
+        Ok(body) => body,
+        Err(e) => return e.into_response(),
+    };
+    let probe: BodyProbe = match serde_json::from_slice(&body) {
+        Ok(probe) => probe,
+        Err(e) => return ProxyError::InvalidJson(e.to_string()).into_response(),
+    };
+    let model = probe.model.as_deref().unwrap_or(ALL_MODELS).to_string();
+    let identity = RequestIdentity::read(&parts.headers, probe.prompt_cache_key.as_deref());
+    let out = upstream::Outgoing {
+        method: Method::POST,
+        url,
+        headers: parts.headers,
+        body: body.clone(),
+        streaming,
+    };
+    forward::forward(&state, out, &model, identity).await
+}
+
+async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, ProxyError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(ProxyError::BodyTooLarge { limit });
+    }
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let too_large = std::error::Error::source(&e)
+            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+        if too_large {
+            ProxyError::BodyTooLarge { limit }
+        } else {
+            ProxyError::BodyRead(e.to_string())
+        }
+    })
+}

@@ -1,0 +1,392 @@
+//! One attempt against the upstream as one account: headers rewritten, the answer
+//! classified, and a good stream turned into the client's response without buffering.
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use axum::response::Response;
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use serde_json::Value;
+
+use super::sse::{self, Opening};
+use crate::accounts::{usage, Credentials, Pool};
+
+/// Headers that belong to one hop, or to the client's identity with us, never forwarded.
+const DROPPED_REQUEST_HEADERS: [&str; 14] = [
+    "host",
+    "authorization",
+    "chatgpt-account-id",
+    "content-length",
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "te",
+    "upgrade",
+    "proxy-authorization",
+    "proxy-connection",
+    "x-openai-fedramp",
+    "accept-encoding",
+    "cookie",
+];
+const DROPPED_RESPONSE_HEADERS: [&str; 6] = [
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "set-cookie",
+    "proxy-connection",
+    "upgrade",
+];
+/// How much opening preamble to hold back while waiting for the first decisive event.
+const MAX_HELD_BYTES: usize = 1024 * 1024;
+
+/// The request as it will be sent upstream, the same for every account tried.
+pub struct Outgoing {
+    pub method: Method,
+    pub url: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    /// Sniff the opening of an SSE answer for limit failures.
+    pub streaming: bool,
+}
+
+/// An upstream answer kept to give to the client when no account does better.
+pub struct Replay {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// Why this account did not serve the request.
+pub enum Failure {
+    /// 401 twice, even after a refresh.
+    Unauthorized,
+    /// A usage limit; the reset in epoch seconds when known.
+    Limited { code: String, reset: Option<i64> },
+    /// Worth a short rest: 5xx, burst 429, overload, connection trouble, stall.
+    Transient {
+        reason: String,
+        cooldown: Duration,
+        replay: Option<Replay>,
+    },
+}
+
+/// What came back, before any byte went to the client.
+pub enum Answer {
+    Serve(Response),
+    Fail(Failure),
+}
+
+pub async fn send(
+    http: &reqwest::Client,
+    out: &Outgoing,
+    credentials: &Credentials,
+    keep_turn_state: bool,
+    timeout: Duration,
+) -> Result<reqwest::Response, Failure> {
+    let mut headers = HeaderMap::with_capacity(out.headers.len() + 2);
+    for (name, value) in &out.headers {
+        let dropped = DROPPED_REQUEST_HEADERS.contains(&name.as_str())
+            || (!keep_turn_state && name == "x-codex-turn-state");
+        if !dropped {
+            headers.append(name.clone(), value.clone());
+        }
+    }
+    let bearer = format!("Bearer {}", credentials.access_token.expose());
+    if let Ok(mut value) = HeaderValue::from_str(&bearer) {
+        value.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
+    if let Some(id) = credentials
+        .account_id
+        .as_deref()
+        .and_then(|id| HeaderValue::from_str(id).ok())
+    {
+        headers.insert(HeaderName::from_static("chatgpt-account-id"), id);
+    }
+    let request = http
+        .request(out.method.clone(), &out.url)
+        .headers(headers)
+        .body(out.body.clone())
+        .send();
+    match tokio::time::timeout(timeout, request).await {
+        Err(_) => Err(Failure::Transient {
+            reason: format!("no answer within {} ms", timeout.as_millis()),
+            cooldown: Duration::from_secs(30),
+            replay: None,
+        }),
+        Ok(Err(e)) => Err(Failure::Transient {
+            reason: describe(&e),
+            cooldown: Duration::from_secs(5),
+            replay: None,
+        }),
+        Ok(Ok(response)) => Ok(response),
+    }
+}
+
+/// Classifies an answer other than 401 and, for a good one, builds the client response.
+pub async fn classify(
+    response: reqwest::Response,
+    out: &Outgoing,
+    pool: &Pool,
+    account: &str,
+    timeouts: (Duration, Duration),
+    now_s: i64,
+) -> Answer {
+    let status = response.status();
+    if let Some(u) = usage::from_headers(response.headers(), now_s) {
+        pool.record_usage(account, u);
+    }
+    if status.is_success() {
+        let is_sse = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream"));
+        if out.streaming && is_sse {
+            return open_stream(response, pool, account, timeouts, now_s).await;
+        }
+        return Answer::Serve(passthrough(response, timeouts.1));
+    }
+    let headers = response.headers().clone();
+    let body = match tokio::time::timeout(timeouts.0, response.bytes()).await {
+        Ok(Ok(body)) => body,
+        _ => Bytes::new(),
+    };
+    let json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let error = json.get("error").unwrap_or(&Value::Null);
+    let code = ["type", "code"]
+        .iter()
+        .find_map(|f| error.get(f).and_then(Value::as_str))
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let replay = |headers: HeaderMap| {
+        Some(Replay {
+            status,
+            headers,
+            body: body.clone(),
+        })
+    };
+    match status.as_u16() {
+        429 if usage::is_limit_code(&code) && code != "rate_limit_exceeded" => {
+            Answer::Fail(Failure::Limited {
+                reset: usage::limit_reset(&json, Some(&headers), now_s),
+                code,
+            })
+        }
+        429 => {
+            let wait = headers
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap_or(10)
+                .min(60);
+            // Codex gives up at once on a 429 without Retry-After; with one it waits and
+            // retries, which is right when every account is only briefly throttled.
+            let mut headers = headers;
+            headers
+                .entry(reqwest::header::RETRY_AFTER)
+                .or_insert(HeaderValue::from(wait.max(1)));
+            Answer::Fail(Failure::Transient {
+                reason: "429 rate limited".to_string(),
+                cooldown: Duration::from_secs(wait),
+                replay: replay(headers),
+            })
+        }
+        403 | 408 | 500..=599 => Answer::Fail(Failure::Transient {
+            reason: format!("upstream answered {}", status.as_u16()),
+            cooldown: Duration::from_secs(if status == StatusCode::FORBIDDEN {
+                60
+            } else {
+                5
+            }),
+            replay: replay(headers),
+        }),
+        // Anything else says the request itself is wrong: no other account will do better.
+        _ => Answer::Serve(replayed(Replay {
+            status,
+            headers,
+            body,
+        })),
+    }
+}
+
+/// Reads the opening events of a stream. Limit or overload failures become a `Failure`
+/// (nothing has reached the client yet); anything else is served, held bytes first.
+async fn open_stream(
+    response: reqwest::Response,
+    pool: &Pool,
+    account: &str,
+    (first_byte, idle): (Duration, Duration),
+    now_s: i64,
+) -> Answer {
+    let status = response.status();
+    let headers = response.headers().clone();
+    let mut upstream = response.bytes_stream();
+    let mut held = BytesMut::new();
+    let mut scanned = 0;
+    let transient = |reason: &str| {
+        Answer::Fail(Failure::Transient {
+            reason: reason.to_string(),
+            cooldown: Duration::from_secs(5),
+            replay: None,
+        })
+    };
+    'read: loop {
+        let chunk = match tokio::time::timeout(first_byte, upstream.next()).await {
+            Err(_) => return transient("the stream stalled before its first output"),
+            Ok(None) => return transient("the stream ended before its first output"),
+            Ok(Some(Err(e))) => return transient(&format!("the stream broke: {}", describe(&e))),
+            Ok(Some(Ok(chunk))) => chunk,
+        };
+        held.extend_from_slice(&chunk);
+        while let Some(end) = sse::event_end(&held[scanned..]) {
+            let event = &held[scanned..scanned + end];
+            scanned += end;
+            let Some(json) = sse::event_json(event) else {
+                continue;
+            };
+            match sse::classify_opening(&json, now_s) {
+                Opening::Preamble => record_rate_limits(pool, account, &json, now_s),
+                Opening::Proceed => break 'read,
+                Opening::Limited { code, reset } => {
+                    return Answer::Fail(Failure::Limited { code, reset })
+                }
+                Opening::Overloaded { code } => return transient(&format!("overloaded ({code})")),
+            }
+        }
+        if held.len() > MAX_HELD_BYTES {
+            break;
+        }
+    }
+    let pending = held[scanned..].to_vec();
+    let scanner = Scanner {
+        pool: pool.clone(),
+        account: account.to_string(),
+        pending,
+    };
+    let body = stream_body(held.freeze(), upstream, scanner, idle);
+    Answer::Serve(build_response(status, &headers, body))
+}
+
+fn record_rate_limits(pool: &Pool, account: &str, json: &Value, now_s: i64) {
+    if json.get("type").and_then(Value::as_str) == Some("codex.rate_limits") {
+        if let Some(u) = usage::from_rate_limits_event(json, now_s) {
+            pool.record_usage(account, u);
+        }
+    }
+}
+
+/// Watches passing events for `codex.rate_limits` without holding any byte back.
+struct Scanner {
+    pool: Pool,
+    account: String,
+    pending: Vec<u8>,
+}
+
+impl Scanner {
+    fn observe(&mut self, chunk: &[u8]) {
+        self.pending.extend_from_slice(chunk);
+        let mut start = 0;
+        while let Some(end) = sse::event_end(&self.pending[start..]) {
+            let event = &self.pending[start..start + end];
+            // The type leads every event Codex's backend sends; only the head is looked at.
+            let head = &event[..event.len().min(160)];
+            if head.windows(17).any(|w| w == b"codex.rate_limits") {
+                if let Some(json) = sse::event_json(event) {
+                    let now = crate::accounts::now_ms() / 1000;
+                    record_rate_limits(&self.pool, &self.account, &json, now);
+                }
+            }
+            start += end;
+        }
+        self.pending.drain(..start);
+        if self.pending.len() > 8 * MAX_HELD_BYTES {
+            self.pending.clear();
+        }
+    }
+}
+
+fn stream_body(
+    held: Bytes,
+    upstream: impl futures_util::Stream<Item = reqwest::Result<Bytes>> + Send + Unpin + 'static,
+    scanner: Scanner,
+    idle: Duration,
+) -> Body {
+    let first = futures_util::stream::once(async move { Ok::<Bytes, std::io::Error>(held) });
+    let rest = futures_util::stream::unfold(
+        (upstream, scanner, false),
+        move |(mut upstream, mut scanner, done)| async move {
+            if done {
+                return None;
+            }
+            match tokio::time::timeout(idle, upstream.next()).await {
+                Ok(Some(Ok(chunk))) => {
+                    scanner.observe(&chunk);
+                    Some((Ok(chunk), (upstream, scanner, false)))
+                }
+                Ok(None) => None,
+                // Ending the body with an error cuts the client's stream, which Codex retries.
+                Ok(Some(Err(e))) => Some((
+                    Err(std::io::Error::other(format!(
+                        "upstream stream broke: {}",
+                        describe(&e)
+                    ))),
+                    (upstream, scanner, true),
+                )),
+                Err(_) => Some((
+                    Err(std::io::Error::other("upstream stream stalled")),
+                    (upstream, scanner, true),
+                )),
+            }
+        },
+    );
+    Body::from_stream(first.chain(rest))
+}
+
+/// A non-streaming answer passed through as it arrives.
+fn passthrough(response: reqwest::Response, idle: Duration) -> Response {
+    let status = response.status();
+    let headers = response.headers().clone();
+    let stream = response
+        .bytes_stream()
+        .map(|r| r.map_err(std::io::Error::other));
+    let body = futures_util::stream::unfold(Box::pin(stream), move |mut s| async move {
+        match tokio::time::timeout(idle, s.next()).await {
+            Ok(Some(item)) => Some((item, s)),
+            Ok(None) => None,
+            Err(_) => Some((Err(std::io::Error::other("upstream stalled")), s)),
+        }
+    });
+    build_response(status, &headers, Body::from_stream(body))
+}
+
+pub fn replayed(replay: Replay) -> Response {
+    build_response(replay.status, &replay.headers, Body::from(replay.body))
+}
+
+fn build_response(status: StatusCode, headers: &HeaderMap, body: Body) -> Response {
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    let out = response.headers_mut();
+    for (name, value) in headers {
+        if !DROPPED_RESPONSE_HEADERS.contains(&name.as_str()) {
+            out.append(name.clone(), value.clone());
+        }
+    }
+    response
+}
+
+/// A transport error in words, without the URL.
+pub fn describe(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        "timed out".to_string()
+    } else if e.is_connect() {
+        "could not connect".to_string()
+    } else if e.is_body() || e.is_decode() {
+        "the connection broke mid-answer".to_string()
+    } else {
+        "request failed".to_string()
+    }
+}

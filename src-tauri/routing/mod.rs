@@ -1,0 +1,91 @@
+//! Choosing the account for a request: session and turn bindings first, then the strategy
+//! for sessions that have none (or whose account can no longer serve).
+
+mod bindings;
+mod choice;
+mod session;
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+pub use bindings::Bindings;
+pub use choice::{availability, choose_account, Availability};
+pub use session::RequestIdentity;
+
+use crate::accounts::Pool;
+use crate::settings::Strategy;
+
+/// The routing state shared by every request.
+#[derive(Clone)]
+pub struct Routing {
+    pub pool: Pool,
+    pub bindings: Bindings,
+    pub strategy: Strategy,
+    cursor: Arc<AtomicUsize>,
+}
+
+impl Routing {
+    pub fn new(pool: Pool, bindings: Bindings, strategy: Strategy) -> Routing {
+        Routing {
+            pool,
+            bindings,
+            strategy,
+            cursor: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// The account for the next attempt of a request. A turn keeps its account, a session
+    /// keeps its binding while that account can serve; otherwise the strategy picks one
+    /// (not in `tried`) and the session is bound to it.
+    pub fn account_for(
+        &self,
+        identity: &RequestIdentity,
+        model: &str,
+        now_ms: i64,
+        tried: &HashSet<String>,
+    ) -> Option<String> {
+        let accounts = self.pool.accounts();
+        let usable = |key: &str| {
+            !tried.contains(key)
+                && accounts
+                    .iter()
+                    .find(|a| a.key == key)
+                    .is_some_and(|a| availability(a, model, now_ms) == Availability::Ok)
+        };
+        if let Some(turn) = identity.turn_state.as_deref() {
+            if let Some(key) = self.bindings.turn_account(turn).filter(|k| usable(k)) {
+                return Some(key);
+            }
+        }
+        let bound = identity
+            .session
+            .as_deref()
+            .and_then(|s| self.bindings.session_account(s));
+        if let Some(key) = bound.as_deref().filter(|k| usable(k)) {
+            return Some(key.to_string());
+        }
+        let preferred = self.pool.preferred();
+        let mut cursor = self.cursor.load(Ordering::Relaxed);
+        let chosen = choose_account(
+            &accounts,
+            self.strategy,
+            preferred.as_deref(),
+            &mut cursor,
+            model,
+            now_ms,
+            tried,
+        )?;
+        self.cursor.store(cursor, Ordering::Relaxed);
+        match identity.session.as_deref() {
+            // A concurrent first request may have bound the session meanwhile: follow it.
+            Some(session) => {
+                let key = self
+                    .bindings
+                    .bind(session, bound.as_deref(), &chosen, now_ms);
+                Some(if usable(&key) { key } else { chosen })
+            }
+            None => Some(chosen),
+        }
+    }
+}

@@ -1,0 +1,291 @@
+//! Non-secret preferences read from the environment, validated once at start.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use crate::paths::Paths;
+use crate::sensitive::ClientToken;
+
+pub const DEFAULT_UPSTREAM_URL: &str = "https://chatgpt.com/backend-api/codex";
+pub const DEFAULT_MODELS_URL: &str = "https://chatgpt.com/backend-api/codex/models";
+pub const DEFAULT_USAGE_URL: &str = "https://chatgpt.com/backend-api/wham/usage";
+pub const DEFAULT_OAUTH_ISSUER: &str = "https://auth.openai.com";
+pub const DEFAULT_PORT: u16 = 8787;
+pub const DEFAULT_MAX_BODY_BYTES: usize = 128 * 1024 * 1024;
+
+/// How the router picks an account for a new session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Strategy {
+    Sticky,
+    RoundRobin,
+    Hybrid,
+}
+
+impl Strategy {
+    pub fn parse(value: &str) -> Option<Strategy> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "sticky" => Some(Strategy::Sticky),
+            "round-robin" | "round_robin" | "roundrobin" => Some(Strategy::RoundRobin),
+            "hybrid" => Some(Strategy::Hybrid),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Strategy::Sticky => "sticky",
+            Strategy::RoundRobin => "round-robin",
+            Strategy::Hybrid => "hybrid",
+        }
+    }
+}
+
+/// Where tokens are kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenStore {
+    File,
+    Keychain,
+}
+
+/// Everything the router needs to start, resolved and checked.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub host: String,
+    pub port: u16,
+    pub paths: Paths,
+    pub token_store: TokenStore,
+    pub upstream_url: String,
+    pub models_url: String,
+    pub usage_url: String,
+    pub oauth_issuer: String,
+    pub allow_custom_upstream: bool,
+    pub strategy: Strategy,
+    pub client_token: Option<ClientToken>,
+    pub debug: bool,
+    pub max_body_bytes: usize,
+    /// Time allowed for an upstream answer before the router tries another account.
+    pub first_byte_timeout: Duration,
+    /// Silence allowed in the middle of a stream before it is cut.
+    pub stream_idle_timeout: Duration,
+    /// Bindings idle this long are forgotten.
+    pub binding_ttl: Duration,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SettingsError {
+    #[error("{name}={value:?} is not valid: {reason}")]
+    Invalid {
+        name: &'static str,
+        value: String,
+        reason: &'static str,
+    },
+    #[error("CODEX_PROXY_HOST={host} is not a loopback address, and CODEX_PROXY_TOKEN is not set; set CODEX_PROXY_TOKEN to a long random value so that only your clients can use your accounts")]
+    ExposedWithoutToken { host: String },
+    #[error("{name} points to {value}, which is not the ChatGPT default; set CODEX_PROXY_ALLOW_CUSTOM_UPSTREAM=1 if you really want to send your account tokens there")]
+    CustomUpstream { name: &'static str, value: String },
+}
+
+impl Settings {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Settings, SettingsError> {
+        Settings::from_vars(&|name| std::env::var(name).ok())
+    }
+
+    /// Reads settings through a lookup function, so tests never touch the process environment.
+    pub fn from_vars(var: &dyn Fn(&str) -> Option<String>) -> Result<Settings, SettingsError> {
+        let get = |name: &str| var(name).filter(|v| !v.trim().is_empty());
+        let host = get("CODEX_PROXY_HOST").unwrap_or_else(|| "127.0.0.1".to_string());
+        let port = parse_number(get("CODEX_PROXY_PORT"), "CODEX_PROXY_PORT", DEFAULT_PORT)?;
+        let strategy = match get("CODEX_PROXY_STRATEGY") {
+            None => Strategy::Sticky,
+            Some(v) => Strategy::parse(&v).ok_or(SettingsError::Invalid {
+                name: "CODEX_PROXY_STRATEGY",
+                value: v,
+                reason: "use sticky, round-robin or hybrid",
+            })?,
+        };
+        let token_store = match get("CODEX_PROXY_TOKEN_STORE").as_deref() {
+            None | Some("file") => TokenStore::File,
+            Some("keychain") => TokenStore::Keychain,
+            Some(other) => {
+                return Err(SettingsError::Invalid {
+                    name: "CODEX_PROXY_TOKEN_STORE",
+                    value: other.to_string(),
+                    reason: "use keychain or file",
+                })
+            }
+        };
+        let millis = |name: &'static str, default: u64| {
+            parse_number(get(name), name, default).map(Duration::from_millis)
+        };
+        let settings = Settings {
+            port,
+            paths: Paths::resolve(var),
+            token_store,
+            upstream_url: trim_slash(get("CODEX_PROXY_UPSTREAM_URL"), DEFAULT_UPSTREAM_URL),
+            models_url: trim_slash(get("CODEX_PROXY_UPSTREAM_MODELS_URL"), DEFAULT_MODELS_URL),
+            usage_url: trim_slash(get("CODEX_PROXY_USAGE_URL"), DEFAULT_USAGE_URL),
+            oauth_issuer: trim_slash(get("CODEX_PROXY_OAUTH_ISSUER"), DEFAULT_OAUTH_ISSUER),
+            allow_custom_upstream: get("CODEX_PROXY_ALLOW_CUSTOM_UPSTREAM").as_deref() == Some("1"),
+            strategy,
+            client_token: get("CODEX_PROXY_TOKEN").map(ClientToken::new),
+            debug: get("CODEX_PROXY_DEBUG").is_some_and(|v| v != "0"),
+            max_body_bytes: parse_number(
+                get("CODEX_PROXY_MAX_BODY_BYTES"),
+                "CODEX_PROXY_MAX_BODY_BYTES",
+                DEFAULT_MAX_BODY_BYTES,
+            )?,
+            first_byte_timeout: millis("CODEX_PROXY_FIRST_BYTE_TIMEOUT_MS", 60_000)?,
+            stream_idle_timeout: millis("CODEX_PROXY_STREAM_IDLE_TIMEOUT_MS", 300_000)?,
+            binding_ttl: Duration::from_secs(parse_number(
+                get("CODEX_PROXY_BINDING_TTL_SECS"),
+                "CODEX_PROXY_BINDING_TTL_SECS",
+                86_400,
+            )?),
+            host,
+        };
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Refuses settings that would expose accounts: a public listener without a token, or
+    /// tokens sent to an upstream the user did not explicitly allow.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        if !is_loopback_host(&self.host) && self.client_token.is_none() {
+            return Err(SettingsError::ExposedWithoutToken {
+                host: self.host.clone(),
+            });
+        }
+        if !self.allow_custom_upstream {
+            let defaults = [
+                (
+                    "CODEX_PROXY_UPSTREAM_URL",
+                    &self.upstream_url,
+                    DEFAULT_UPSTREAM_URL,
+                ),
+                (
+                    "CODEX_PROXY_UPSTREAM_MODELS_URL",
+                    &self.models_url,
+                    DEFAULT_MODELS_URL,
+                ),
+                ("CODEX_PROXY_USAGE_URL", &self.usage_url, DEFAULT_USAGE_URL),
+                (
+                    "CODEX_PROXY_OAUTH_ISSUER",
+                    &self.oauth_issuer,
+                    DEFAULT_OAUTH_ISSUER,
+                ),
+            ];
+            for (name, value, default) in defaults {
+                if value != default {
+                    return Err(SettingsError::CustomUpstream {
+                        name,
+                        value: value.clone(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The base URL Codex should use.
+    pub fn base_url(&self) -> String {
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        format!("http://{host}:{}/v1", self.port)
+    }
+
+    /// The token endpoint used for refreshes.
+    pub fn token_url(&self) -> String {
+        format!("{}/oauth/token", self.oauth_issuer)
+    }
+}
+
+/// True for `localhost` and loopback IPs: the only hosts that may run without a client token.
+pub fn is_loopback_host(host: &str) -> bool {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    bare.eq_ignore_ascii_case("localhost")
+        || bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+fn trim_slash(value: Option<String>, default: &str) -> String {
+    value
+        .map(|v| v.trim().trim_end_matches('/').to_string())
+        .unwrap_or_else(|| default.to_string())
+}
+
+fn parse_number<T: std::str::FromStr>(
+    value: Option<String>,
+    name: &'static str,
+    default: T,
+) -> Result<T, SettingsError> {
+    match value {
+        None => Ok(default),
+        Some(v) => v.trim().parse().map_err(|_| SettingsError::Invalid {
+            name,
+            value: v,
+            reason: "expected a whole number",
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(pairs: &[(&str, &str)]) -> Result<Settings, SettingsError> {
+        let owned: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Settings::from_vars(&move |name| {
+            owned
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        })
+    }
+
+    #[test]
+    fn defaults_are_loopback_sticky_and_chatgpt() {
+        let s = settings(&[]).unwrap();
+        assert_eq!(s.base_url(), "http://127.0.0.1:8787/v1");
+        assert_eq!(s.strategy, Strategy::Sticky);
+        assert_eq!(s.upstream_url, DEFAULT_UPSTREAM_URL);
+        assert_eq!(s.max_body_bytes, 128 * 1024 * 1024);
+    }
+
+    #[test]
+    fn public_host_without_token_is_refused_naming_the_variable() {
+        let err = settings(&[("CODEX_PROXY_HOST", "0.0.0.0")]).unwrap_err();
+        assert!(err.to_string().contains("CODEX_PROXY_TOKEN"), "{err}");
+        assert!(settings(&[("CODEX_PROXY_HOST", "0.0.0.0"), ("CODEX_PROXY_TOKEN", "t")]).is_ok());
+        assert!(settings(&[("CODEX_PROXY_HOST", "::1")]).is_ok());
+    }
+
+    #[test]
+    fn custom_upstream_needs_the_explicit_opt_in() {
+        let url = (
+            "CODEX_PROXY_UPSTREAM_URL",
+            "http://127.0.0.1:9/backend-api/codex",
+        );
+        let err = settings(&[url]).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("CODEX_PROXY_ALLOW_CUSTOM_UPSTREAM=1"),
+            "{err}"
+        );
+        assert!(settings(&[url, ("CODEX_PROXY_ALLOW_CUSTOM_UPSTREAM", "1")]).is_ok());
+    }
+
+    #[test]
+    fn bad_numbers_and_strategies_name_the_variable() {
+        let err = settings(&[("CODEX_PROXY_PORT", "eighty")]).unwrap_err();
+        assert!(err.to_string().starts_with("CODEX_PROXY_PORT="), "{err}");
+        let err = settings(&[("CODEX_PROXY_STRATEGY", "random")]).unwrap_err();
+        assert!(err.to_string().contains("round-robin"), "{err}");
+    }
+}

@@ -1,0 +1,67 @@
+//! What the fake backend does with one call, queued per account by the tests.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// The answer of `Behaviour::ok()`, also what the stall behaviours send once they resume.
+pub const OK_TEXT: &str = "hello from fake upstream";
+pub(super) const OK_DELTAS: usize = 4;
+
+/// What the backend does with one `/responses` (or `/responses/compact`) call of an account.
+#[derive(Clone, Debug)]
+pub enum Behaviour {
+    /// 200 SSE exactly like codex-capture §5.1 (plus `codex.rate_limits` after
+    /// `response.created`), `text` split into `deltas` deltas with `gap` between them.
+    Ok {
+        text: String,
+        deltas: usize,
+        gap: Duration,
+    },
+    /// 429 `usage_limit_reached` with `resets_at = now + resets_in_seconds`, primary at 100 %.
+    UsageLimit { resets_in_seconds: u64 },
+    /// 429 `rate_limit_exceeded` ("try again in 1.5s"), no `Retry-After`.
+    RateLimited,
+    /// 503 `server_is_overloaded`.
+    Overloaded,
+    /// Any status with a JSON body.
+    Status { status: u16, body: Value },
+    /// 200 SSE whose first event is `response.failed` with this code, then EOF.
+    FailedFirst { code: String },
+    /// 200 SSE whose first event is `{"type":"error",...}` with this code, then EOF.
+    ErrorEventFirst { code: String },
+    /// 200 SSE: the opening events and this many deltas, then the TCP connection is dropped.
+    CutAfter { deltas_before_cut: usize },
+    /// No byte at all for `d`, then the default `Behaviour::ok()` answer.
+    StallBeforeHeaders { d: Duration },
+    /// Headers and `response.created`, nothing for `d`, then the rest of `Behaviour::ok()`.
+    StallAfterFirstEvent { d: Duration },
+    /// Close the connection without sending any response.
+    Reset,
+}
+
+impl Behaviour {
+    /// "hello from fake upstream" in four deltas, no gap.
+    pub fn ok() -> Self {
+        Self::ok_text(OK_TEXT)
+    }
+
+    /// `text` in four deltas, no gap.
+    pub fn ok_text(text: &str) -> Self {
+        Self::Ok {
+            text: text.to_owned(),
+            deltas: OK_DELTAS,
+            gap: Duration::ZERO,
+        }
+    }
+
+    /// `n` one-word deltas `gap` apart, for throughput and latency benchmarks.
+    pub fn events(n: usize, gap: Duration) -> Self {
+        let words: Vec<String> = (0..n).map(|i| format!("w{i}")).collect();
+        Self::Ok {
+            text: words.join(" "),
+            deltas: n,
+            gap,
+        }
+    }
+}
