@@ -317,6 +317,14 @@ fn merge(old: Option<Account>, record: AccountRecord) -> Account {
         } else {
             old.generation + 1
         };
+        // Our own writes land in the background; until they do, memory knows better.
+        for (model, until) in old.record.rate_limit_resets {
+            let entry = fresh.record.rate_limit_resets.entry(model).or_insert(until);
+            *entry = (*entry).max(until);
+        }
+        if same_tokens && fresh.record.needs_login.is_none() {
+            fresh.record.needs_login = old.record.needs_login;
+        }
         fresh.usage = old.usage;
         fresh.cooldown_until = old.cooldown_until;
         fresh.record.last_used = fresh.record.last_used.max(old.record.last_used);

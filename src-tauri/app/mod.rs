@@ -105,7 +105,7 @@ pub async fn start_router(settings: Settings) -> Result<RunningRouter, AppError>
         port: settings.port,
         source,
     })?;
-    let state = ProxyState::new(settings, routing, http);
+    let state = ProxyState::new(settings, addr, routing, http);
     let (shutdown, mut stop) = watch::channel(false);
     let app = proxy::router(state.clone());
     let saver_store = store.clone();

@@ -27,6 +27,7 @@ use crate::settings::Settings;
 
 struct Inner {
     settings: Settings,
+    addr: std::net::SocketAddr,
     routing: Routing,
     http: reqwest::Client,
     started_at: i64,
@@ -39,10 +40,16 @@ pub struct ProxyState {
 }
 
 impl ProxyState {
-    pub fn new(settings: Settings, routing: Routing, http: reqwest::Client) -> ProxyState {
+    pub fn new(
+        settings: Settings,
+        addr: std::net::SocketAddr,
+        routing: Routing,
+        http: reqwest::Client,
+    ) -> ProxyState {
         ProxyState {
             inner: Arc::new(Inner {
                 settings,
+                addr,
                 routing,
                 http,
                 started_at: crate::accounts::now_ms(),
@@ -52,6 +59,11 @@ impl ProxyState {
 
     pub fn settings(&self) -> &Settings {
         &self.inner.settings
+    }
+
+    /// The base URL Codex should use, with the port actually bound.
+    pub fn base_url(&self) -> String {
+        format!("http://{}/v1", self.inner.addr)
     }
 
     pub fn routing(&self) -> &Routing {

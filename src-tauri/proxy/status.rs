@@ -55,8 +55,19 @@ impl AccountStatus {
         preferred: Option<&str>,
         now: i64,
     ) -> AccountStatus {
+        // An account limited for some model shows as limited until the first such reset.
+        let model_limit = account
+            .record
+            .rate_limit_resets
+            .values()
+            .copied()
+            .filter(|until| *until > now)
+            .min();
         let (state, until) = match availability(account, ALL_MODELS, now) {
-            Availability::Ok => ("ok", None),
+            Availability::Ok => match model_limit {
+                Some(until) => ("limited", Some(until)),
+                None => ("ok", None),
+            },
             Availability::Disabled => ("disabled", None),
             Availability::NeedsLogin => ("needs-login", None),
             Availability::Limited { until } => ("limited", Some(until)),
@@ -111,7 +122,7 @@ pub fn snapshot(state: &ProxyState) -> RouterStatus {
     RouterStatus {
         service: SERVICE_NAME.to_string(),
         version: env!("CARGO_PKG_VERSION").to_string(),
-        base_url: settings.base_url(),
+        base_url: state.base_url(),
         strategy: settings.strategy.name().to_string(),
         started_at: state.inner.started_at,
         accounts_file: settings.paths.accounts_file.display().to_string(),

@@ -29,6 +29,8 @@ struct Maps {
 pub struct Bindings {
     maps: Arc<Mutex<Maps>>,
     dirty: Arc<AtomicBool>,
+    /// Held for a whole save, so the save at shutdown waits for one in flight.
+    saving: Arc<Mutex<()>>,
     ttl_ms: i64,
 }
 
@@ -61,6 +63,7 @@ impl Bindings {
                 turns: HashMap::new(),
             })),
             dirty: Arc::new(AtomicBool::new(false)),
+            saving: Arc::new(Mutex::new(())),
             ttl_ms,
         }
     }
@@ -145,6 +148,7 @@ impl Bindings {
 
     /// Writes the bindings when they changed, dropping idle sessions and old turns.
     pub fn save_if_changed(&self, store: &Store, now_ms: i64) {
+        let _saving = self.saving.lock().unwrap_or_else(|p| p.into_inner());
         if !self.dirty.swap(false, Ordering::Relaxed) {
             return;
         }

@@ -12,13 +12,18 @@ use crate::support::{
 };
 
 const CLIENT_ID: &str = "app_EMoamEEZ73f0CkXaXp7hrann";
+const CALLBACK: &str = "http://localhost:1455/auth/callback";
 
 fn client() -> reqwest::Client {
-    let no_redirects = reqwest::redirect::Policy::none();
-    reqwest::Client::builder()
-        .redirect(no_redirects)
+    let builder = reqwest::Client::builder();
+    builder
+        .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap()
+}
+
+fn post(url: impl reqwest::IntoUrl) -> RequestBuilder {
+    client().post(url)
 }
 
 fn add_ada(fake: &FakeOpenAi) -> IssuedTokens {
@@ -34,19 +39,19 @@ async fn start_with_ada() -> (FakeOpenAi, IssuedTokens) {
 /// Status and JSON body (`Null` if none) of a request.
 async fn send(request: RequestBuilder) -> (u16, Value) {
     let reply = request.send().await.unwrap();
-    (
-        reply.status().as_u16(),
-        reply.json().await.unwrap_or(Value::Null),
-    )
+    let status = reply.status().as_u16();
+    (status, reply.json().await.unwrap_or(Value::Null))
+}
+
+fn error_code(body: &Value) -> &str {
+    body["error"]["code"].as_str().unwrap_or_default()
 }
 
 async fn post_responses(fake: &FakeOpenAi, access_token: &str) -> reqwest::Response {
     let body = json!({"model": "gpt-5.5", "input": [], "stream": true, "store": false});
-    let request = client().post(format!("{}/responses", fake.upstream_url));
-    let request = request
-        .bearer_auth(access_token)
-        .header("chatgpt-account-id", "acct-ada");
-    request.json(&body).send().await.unwrap()
+    let request = post(format!("{}/responses", fake.upstream_url)).bearer_auth(access_token);
+    let request = request.header("chatgpt-account-id", "acct-ada").json(&body);
+    request.send().await.unwrap()
 }
 
 async fn responses_status(fake: &FakeOpenAi, access_token: &str) -> u16 {
@@ -54,53 +59,37 @@ async fn responses_status(fake: &FakeOpenAi, access_token: &str) -> u16 {
 }
 
 async fn refresh(fake: &FakeOpenAi, refresh_token: &str) -> (u16, Value) {
-    let body = json!({"client_id": CLIENT_ID, "grant_type": "refresh_token", "refresh_token": refresh_token});
-    send(
-        client()
-            .post(format!("{}/oauth/token", fake.issuer_url))
-            .json(&body),
-    )
-    .await
+    let body = json!({"client_id": CLIENT_ID, "grant_type": "refresh_token",
+                      "refresh_token": refresh_token});
+    send(post(format!("{}/oauth/token", fake.issuer_url)).json(&body)).await
 }
 
-async fn exchange_code(
-    fake: &FakeOpenAi,
-    code: &str,
-    verifier: &str,
-    redirect: &str,
-) -> (u16, Value) {
+async fn exchange(fake: &FakeOpenAi, code: &str, verifier: &str, redirect: &str) -> (u16, Value) {
     let form = [
         ("grant_type", "authorization_code"),
         ("code", code),
         ("redirect_uri", redirect),
         ("code_verifier", verifier),
     ];
-    send(
-        client()
-            .post(format!("{}/oauth/token", fake.issuer_url))
-            .form(&form),
-    )
-    .await
+    send(post(format!("{}/oauth/token", fake.issuer_url)).form(&form)).await
 }
 
 /// Runs `/oauth/authorize` for bo@example.com and returns the code from the redirect.
-async fn authorize(fake: &FakeOpenAi, redirect: &str, verifier: &str) -> String {
+async fn authorize(fake: &FakeOpenAi, verifier: &str) -> String {
     let challenge = pkce_challenge(verifier);
     let query = [
         ("response_type", "code"),
-        ("redirect_uri", redirect),
+        ("redirect_uri", CALLBACK),
         ("code_challenge", &challenge),
         ("code_challenge_method", "S256"),
         ("state", "xyz"),
         ("login_hint", "bo@example.com"),
     ];
-    let request = client()
-        .get(format!("{}/oauth/authorize", fake.issuer_url))
-        .query(&query);
-    let reply = request.send().await.unwrap();
+    let request = client().get(format!("{}/oauth/authorize", fake.issuer_url));
+    let reply = request.query(&query).send().await.unwrap();
     assert_eq!(reply.status(), 302);
     let location = reply.headers()["location"].to_str().unwrap();
-    let code = location.strip_prefix(&format!("{redirect}?code=")).unwrap();
+    let code = location.strip_prefix(&format!("{CALLBACK}?code=")).unwrap();
     code.strip_suffix("&state=xyz").unwrap().to_owned()
 }
 
@@ -112,43 +101,33 @@ fn types(events: &[Value]) -> Vec<&str> {
 async fn refresh_rotates_tokens_and_reuse_revokes_the_family() {
     let (fake, first) = start_with_ada().await;
     let claims = decode_payload(&first.access_token).unwrap();
-    assert_eq!(
-        claims["https://api.openai.com/auth"]["chatgpt_account_id"],
-        "acct-ada"
-    );
+    let auth = &claims["https://api.openai.com/auth"];
+    assert_eq!(auth["chatgpt_account_id"], "acct-ada");
     assert_eq!(claims["exp"].as_i64().unwrap() * 1000, first.expires_at_ms);
 
     let (status, second) = refresh(&fake, &first.refresh_token).await;
     assert_eq!(status, 200);
-    let (second_refresh, second_access) = (
-        second["refresh_token"].as_str().unwrap(),
-        second["access_token"].as_str().unwrap(),
-    );
+    let second_refresh = second["refresh_token"].as_str().unwrap();
+    let second_access = second["access_token"].as_str().unwrap();
     assert_ne!(second_refresh, first.refresh_token);
-    assert_eq!(
-        fake.current_tokens("acct-ada").refresh_token,
-        second_refresh
-    );
+    let current = fake.current_tokens("acct-ada");
+    assert_eq!(current.refresh_token, second_refresh);
     assert_eq!(responses_status(&fake, second_access).await, 200);
-    assert_eq!(
-        responses_status(&fake, &first.access_token).await,
-        401,
-        "superseded"
-    );
+    // The rotation superseded the first access token.
+    assert_eq!(responses_status(&fake, &first.access_token).await, 401);
 
     let (status, reused) = refresh(&fake, &first.refresh_token).await;
     assert_eq!(status, 401);
-    let expected = json!({"message": "Your refresh token has already been used to generate a new access token. Please try signing in again.", "type": "invalid_request_error", "param": null, "code": "refresh_token_reused"});
+    let expected = json!({"message": "Your refresh token has already been used to generate a \
+        new access token. Please try signing in again.", "type": "invalid_request_error",
+        "param": null, "code": "refresh_token_reused"});
     assert_eq!(reused["error"], expected);
-    assert_eq!(
-        responses_status(&fake, second_access).await,
-        401,
-        "family revoked"
-    );
+    // Reuse revoked the whole family: the newest tokens stop working too.
+    assert_eq!(responses_status(&fake, second_access).await, 401);
     let (status, after) = refresh(&fake, second_refresh).await;
     assert_eq!(
-        (status, after["error"]["code"].as_str()),
-        (401, Some("refresh_token_invalidated"))
+        (status, error_code(&after)),
+        (401, "refresh_token_invalidated")
     );
     assert_eq!(fake.refresh_count("acct-ada"), 3);
 }
@@ -158,80 +137,59 @@ async fn refresh_accepts_forms_and_fails_on_demand() {
     let (fake, first) = start_with_ada().await;
     fake.fail_next_refresh("acct-ada", Some("server_error"), 500);
     let (status, body) = refresh(&fake, &first.refresh_token).await;
-    assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (500, Some("server_error"))
-    );
+    assert_eq!((status, error_code(&body)), (500, "server_error"));
 
+    // A transient failure leaves the refresh token usable; forms work like JSON.
     let form = [
         ("grant_type", "refresh_token"),
-        ("refresh_token", first.refresh_token.as_str()),
+        ("refresh_token", &first.refresh_token),
     ];
-    let (status, _) = send(
-        client()
-            .post(format!("{}/oauth/token", fake.issuer_url))
-            .form(&form),
-    )
-    .await;
-    assert_eq!(
-        status, 200,
-        "a transient failure leaves the refresh token usable"
-    );
+    let (status, _) = send(post(format!("{}/oauth/token", fake.issuer_url)).form(&form)).await;
+    assert_eq!(status, 200);
     assert_eq!(fake.refresh_count("acct-ada"), 2);
-    assert_eq!(
-        fake.issuer_requests()[1].body["refresh_token"],
-        first.refresh_token.as_str()
-    );
+    let seen = fake.issuer_requests();
+    assert_eq!(seen[1].body["refresh_token"], first.refresh_token.as_str());
 
     fake.fail_next_refresh("acct-ada", Some("refresh_token_expired"), 401);
     let current = fake.current_tokens("acct-ada").refresh_token;
     assert_eq!(
-        refresh(&fake, &current).await.1["error"]["code"],
+        error_code(&refresh(&fake, &current).await.1),
         "refresh_token_expired"
     );
-    assert_eq!(
-        refresh(&fake, &current).await.0,
-        401,
-        "an expired chain stays dead"
-    );
+    // An expired chain stays dead.
+    assert_eq!(refresh(&fake, &current).await.0, 401);
 }
 
 #[tokio::test]
 async fn expired_or_revoked_access_token_gets_401() {
     let fake = FakeOpenAi::start().await;
-    let expired =
-        fake.add_account(AccountSpec::new("bo@example.com", "acct-bo", "user-bo").expired());
-    let reply = client()
+    let bo = AccountSpec::new("bo@example.com", "acct-bo", "user-bo").expired();
+    let expired = fake.add_account(bo);
+    let request = client()
         .get(&fake.models_url)
-        .bearer_auth(&expired.access_token)
-        .send()
-        .await
-        .unwrap();
+        .bearer_auth(&expired.access_token);
+    let reply = request.send().await.unwrap();
     assert_eq!(reply.status(), 401);
     assert_eq!(reply.headers()["x-fake-account-id"], "acct-bo");
-    assert_eq!(
-        reply.json::<Value>().await.unwrap()["error"]["code"],
-        "token_expired"
-    );
+    assert_eq!(error_code(&reply.json().await.unwrap()), "token_expired");
 
     let tokens = add_ada(&fake);
     fake.expire_access_token("acct-ada");
     assert_eq!(responses_status(&fake, &tokens.access_token).await, 401);
-    let renewed = refresh(&fake, &tokens.refresh_token).await.1["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    assert_eq!(responses_status(&fake, &renewed).await, 200);
+    let (_, renewed) = refresh(&fake, &tokens.refresh_token).await;
+    let renewed = renewed["access_token"].as_str().unwrap();
+    assert_eq!(responses_status(&fake, renewed).await, 200);
 
-    let wrong_account = client()
-        .get(&fake.usage_url)
-        .bearer_auth(&renewed)
-        .header("chatgpt-account-id", "acct-bo");
-    assert_eq!(send(wrong_account).await.0, 403);
+    let usage = client().get(&fake.usage_url).bearer_auth(renewed);
+    assert_eq!(
+        send(usage.header("chatgpt-account-id", "acct-bo")).await.0,
+        403
+    );
     assert_eq!(responses_status(&fake, "not-a-token").await, 401);
 
+    // Refused requests are recorded too, with the account their bearer belongs to.
     let seen = fake.requests();
-    assert_eq!(seen.len(), 5, "refused requests are recorded too");
+    assert_eq!(seen.len(), 5);
     assert_eq!(seen[0].account_id.as_deref(), Some("acct-bo"));
     assert_eq!(seen[4].account_id, None);
     let bearer = format!("Bearer {}", tokens.access_token);
@@ -241,33 +199,27 @@ async fn expired_or_revoked_access_token_gets_401() {
 #[tokio::test]
 async fn usage_limit_answers_429_with_reset_time() {
     let (fake, tokens) = start_with_ada().await;
-    fake.push_behaviour(
-        "acct-ada",
-        Behaviour::UsageLimit {
-            resets_in_seconds: 120,
-        },
-    );
+    let limit = Behaviour::UsageLimit {
+        resets_in_seconds: 120,
+    };
+    fake.push_behaviour("acct-ada", limit);
     let reply = post_responses(&fake, &tokens.access_token).await;
     assert_eq!(reply.status(), 429);
-    assert_eq!(reply.headers()["x-codex-primary-used-percent"], "100");
-    let reset_at: i64 = reply.headers()["x-codex-primary-reset-at"]
+    let headers = reply.headers().clone();
+    assert_eq!(headers["x-codex-primary-used-percent"], "100");
+    let reset_at: i64 = headers["x-codex-primary-reset-at"]
         .to_str()
         .unwrap()
         .parse()
         .unwrap();
     let body: Value = reply.json().await.unwrap();
     let error = &body["error"];
-    assert_eq!(
-        (error["type"].as_str(), error["plan_type"].as_str()),
-        (Some("usage_limit_reached"), Some("plus"))
-    );
+    assert_eq!(error["type"], "usage_limit_reached");
+    assert_eq!(error["plan_type"], "plus");
     assert_eq!(error["resets_in_seconds"], 120);
     assert_eq!(error["resets_at"].as_i64().unwrap(), reset_at);
-    assert_eq!(
-        responses_status(&fake, &tokens.access_token).await,
-        200,
-        "the queue was consumed"
-    );
+    // The queued behaviour was used up; the default answers again.
+    assert_eq!(responses_status(&fake, &tokens.access_token).await, 200);
 }
 
 #[tokio::test]
@@ -275,10 +227,11 @@ async fn ok_stream_parses_event_by_event() {
     let (fake, tokens) = start_with_ada().await;
     fake.set_usage("acct-ada", 42.0, 17.5);
     let gap = Duration::from_millis(30);
+    let text = "one two three".to_owned();
     fake.push_behaviour(
         "acct-ada",
         Behaviour::Ok {
-            text: "one two three".into(),
+            text,
             deltas: 3,
             gap,
         },
@@ -291,15 +244,14 @@ async fn ok_stream_parses_event_by_event() {
     assert_eq!(headers["x-codex-secondary-window-minutes"], "10080");
     assert_eq!(headers["x-fake-account-id"], "acct-ada");
     let events = sse_events(&reply.text().await.unwrap());
-    assert!(
-        started.elapsed() >= 2 * gap,
-        "two gaps between three deltas"
-    );
+    assert!(started.elapsed() >= 2 * gap);
+
     // The order of codex-capture §5.1, plus `codex.rate_limits` after `response.created`.
     let expected = "created codex.rate_limits in_progress output_item.added content_part.added \
                     output_text.delta output_text.delta output_text.delta output_text.done \
                     content_part.done output_item.done completed";
-    let short: Vec<&str> = types(&events)
+    let kinds = types(&events);
+    let short: Vec<&str> = kinds
         .iter()
         .map(|t| t.trim_start_matches("response."))
         .collect();
@@ -316,12 +268,10 @@ async fn ok_stream_parses_event_by_event() {
 #[tokio::test]
 async fn cut_after_really_drops_the_connection() {
     let (fake, tokens) = start_with_ada().await;
-    fake.push_behaviour(
-        "acct-ada",
-        Behaviour::CutAfter {
-            deltas_before_cut: 2,
-        },
-    );
+    let cut = Behaviour::CutAfter {
+        deltas_before_cut: 2,
+    };
+    fake.push_behaviour("acct-ada", cut);
     let reply = post_responses(&fake, &tokens.access_token).await;
     assert_eq!(reply.status(), 200);
     let (mut text, mut stream, mut failed) = (String::new(), reply.bytes_stream(), false);
@@ -331,10 +281,8 @@ async fn cut_after_really_drops_the_connection() {
             Err(_) => failed = true,
         }
     }
-    assert!(
-        failed,
-        "the body must end with a transport error, not a clean EOF"
-    );
+    // A transport error, not a clean end of body.
+    assert!(failed);
     let events = sse_events(&text);
     let deltas = events
         .iter()
@@ -346,34 +294,21 @@ async fn cut_after_really_drops_the_connection() {
 #[tokio::test]
 async fn reset_stall_and_failed_first_never_complete() {
     let (fake, tokens) = start_with_ada().await;
-    fake.push_behaviour("acct-ada", Behaviour::Reset);
-    fake.push_behaviour(
-        "acct-ada",
-        Behaviour::FailedFirst {
-            code: "insufficient_quota".into(),
-        },
-    );
-    fake.push_behaviour(
-        "acct-ada",
-        Behaviour::StallBeforeHeaders {
-            d: Duration::from_secs(5),
-        },
-    );
-    let request = client().post(format!("{}/responses", fake.upstream_url));
-    let reset = request
-        .bearer_auth(&tokens.access_token)
-        .json(&json!({"input": []}))
-        .send()
-        .await;
+    let failed = Behaviour::FailedFirst {
+        code: "insufficient_quota".into(),
+    };
+    let stall = Behaviour::StallBeforeHeaders {
+        d: Duration::from_secs(5),
+    };
+    for behaviour in [Behaviour::Reset, failed, stall] {
+        fake.push_behaviour("acct-ada", behaviour);
+    }
+    let request = post(format!("{}/responses", fake.upstream_url)).json(&json!({"input": []}));
+    let reset = request.bearer_auth(&tokens.access_token).send().await;
     assert!(reset.is_err(), "no HTTP response at all");
 
-    let events = sse_events(
-        &post_responses(&fake, &tokens.access_token)
-            .await
-            .text()
-            .await
-            .unwrap(),
-    );
+    let reply = post_responses(&fake, &tokens.access_token).await;
+    let events = sse_events(&reply.text().await.unwrap());
     assert_eq!(types(&events), ["response.failed"]);
     assert_eq!(events[0]["response"]["error"]["code"], "insufficient_quota");
 
@@ -385,41 +320,30 @@ async fn reset_stall_and_failed_first_never_complete() {
 #[tokio::test]
 async fn compact_models_and_usage_answer_their_shapes() {
     let (fake, tokens) = start_with_ada().await;
+    let bearer = tokens.access_token.as_str();
     fake.set_usage("acct-ada", 100.0, 20.0);
-    let user = json!({"type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi"}]});
+    let hi = json!([{"type": "input_text", "text": "hi"}]);
+    let user = json!({"type": "message", "role": "user", "content": hi});
     let developer = json!({"type": "message", "role": "developer", "content": []});
     let body = json!({"model": "gpt-5.5", "input": [user, developer]});
-    let compact_url = format!("{}/responses/compact", fake.upstream_url);
-    let (_, compact) = send(
-        client()
-            .post(compact_url)
-            .bearer_auth(&tokens.access_token)
-            .json(&body),
-    )
-    .await;
+    let compact = post(format!("{}/responses/compact", fake.upstream_url)).bearer_auth(bearer);
+    let (_, compact) = send(compact.json(&body)).await;
     let compaction = json!({"type": "compaction", "encrypted_content": "fake-compacted-acct-ada"});
     assert_eq!(compact["output"], json!([user, compaction]));
 
     let models_url = format!("{}?client_version=0.169.0", fake.models_url);
     let models = client()
         .get(models_url)
-        .bearer_auth(&tokens.access_token)
+        .bearer_auth(bearer)
         .send()
         .await
         .unwrap();
     assert!(models.headers().contains_key("etag"));
     assert_eq!(models.json::<Value>().await.unwrap(), json!({"models": []}));
-    assert_eq!(
-        fake.requests()[1].query.as_deref(),
-        Some("client_version=0.169.0")
-    );
+    let seen = fake.requests();
+    assert_eq!(seen[1].query.as_deref(), Some("client_version=0.169.0"));
 
-    let (_, usage) = send(
-        client()
-            .get(&fake.usage_url)
-            .bearer_auth(&tokens.access_token),
-    )
-    .await;
+    let (_, usage) = send(client().get(&fake.usage_url).bearer_auth(bearer)).await;
     let limits = &usage["rate_limit"];
     assert_eq!(limits["limit_reached"], true);
     assert_eq!(limits["secondary_window"]["used_percent"], 20.0);
@@ -431,53 +355,37 @@ async fn browser_login_checks_pkce_and_signs_in_the_hinted_account() {
     let fake = FakeOpenAi::start().await;
     add_ada(&fake);
     fake.add_account(AccountSpec::new("bo@example.com", "acct-bo", "user-bo"));
-    let (verifier, redirect) = (
-        "a-verifier-long-enough-for-pkce-0123456789",
-        "http://localhost:1455/auth/callback",
-    );
-    let wrong = authorize(&fake, redirect, verifier).await;
-    assert_eq!(
-        exchange_code(&fake, &wrong, "wrong-verifier", redirect)
-            .await
-            .1["error"],
-        "invalid_grant"
-    );
-    let code = &authorize(&fake, redirect, verifier).await;
-    let (status, tokens) = exchange_code(&fake, code, verifier, redirect).await;
+    let verifier = "a-verifier-long-enough-for-pkce-0123456789";
+    let code = authorize(&fake, verifier).await;
+    let (_, refused) = exchange(&fake, &code, "wrong-verifier", CALLBACK).await;
+    assert_eq!(refused["error"], "invalid_grant");
+
+    let code = authorize(&fake, verifier).await;
+    let (status, tokens) = exchange(&fake, &code, verifier, CALLBACK).await;
     assert_eq!(status, 200);
     let claims = decode_payload(tokens["id_token"].as_str().unwrap()).unwrap();
     assert_eq!(claims["email"], "bo@example.com");
-    assert_eq!(
-        fake.current_tokens("acct-bo").access_token,
-        tokens["access_token"]
-    );
-    assert_eq!(
-        exchange_code(&fake, code, verifier, redirect).await.1["error"],
-        "invalid_grant",
-        "single-use"
-    );
+    let current = fake.current_tokens("acct-bo");
+    assert_eq!(current.access_token, tokens["access_token"]);
+    // Codes are single-use.
+    let (_, again) = exchange(&fake, &code, verifier, CALLBACK).await;
+    assert_eq!(again["error"], "invalid_grant");
 }
 
 #[tokio::test]
 async fn device_login_is_pending_once_then_yields_a_code() {
     let (fake, _) = start_with_ada().await;
     let usercode_url = format!("{}/api/accounts/deviceauth/usercode", fake.issuer_url);
-    let (_, start) = send(
-        client()
-            .post(usercode_url)
-            .json(&json!({"client_id": CLIENT_ID})),
-    )
-    .await;
+    let (_, start) = send(post(usercode_url).json(&json!({"client_id": CLIENT_ID}))).await;
     assert_eq!(start["interval"], "1");
-    let poll = json!({"device_auth_id": start["device_auth_id"], "user_code": start["user_code"]});
+    let poll = json!({"device_auth_id": start["device_auth_id"],
+                      "user_code": start["user_code"]});
     let token_url = format!("{}/api/accounts/deviceauth/token", fake.issuer_url);
-    assert_eq!(send(client().post(&token_url).json(&poll)).await.0, 403);
-    let (status, granted) = send(client().post(&token_url).json(&poll)).await;
+    assert_eq!(send(post(&token_url).json(&poll)).await.0, 403);
+    let (status, granted) = send(post(&token_url).json(&poll)).await;
     assert_eq!(status, 200);
-    let (code, verifier) = (
-        granted["authorization_code"].as_str().unwrap(),
-        granted["code_verifier"].as_str().unwrap(),
-    );
+    let code = granted["authorization_code"].as_str().unwrap();
+    let verifier = granted["code_verifier"].as_str().unwrap();
     let callback = format!("{}/deviceauth/callback", fake.issuer_url);
-    assert_eq!(exchange_code(&fake, code, verifier, &callback).await.0, 200);
+    assert_eq!(exchange(&fake, code, verifier, &callback).await.0, 200);
 }

@@ -1,6 +1,12 @@
 //! One integration-test binary for the router: fakes of the ChatGPT backend and the OAuth
 //! issuer live in `support/`, each test module exercises one behaviour family.
 
+mod harness;
 mod support;
 
+mod cli;
+mod failover;
 mod fakes;
+mod sessions;
+mod surface;
+mod tokens;

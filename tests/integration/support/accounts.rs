@@ -93,7 +93,7 @@ struct TokenRef {
 pub(super) enum AccessCheck {
     Valid(usize),
     /// Expired by `exp`, revoked, or superseded by a refresh: all answered with 401.
-    Rejected(usize),
+    Rejected,
     Unknown,
 }
 
@@ -121,8 +121,10 @@ pub(super) struct Registry {
     rng: u64,
     serial: u64,
     pub refresh_delay: Duration,
-    pub requests: Vec<SeenRequest>,
+    requests: Vec<SeenRequest>,
     pub issuer_requests: Vec<SeenRequest>,
+    /// Off for long benchmarks, where keeping every body would only grow memory.
+    pub recording: bool,
     pub login: LoginState,
 }
 
@@ -138,8 +140,24 @@ impl Registry {
             refresh_delay: Duration::ZERO,
             requests: Vec::new(),
             issuer_requests: Vec::new(),
+            recording: true,
             login: LoginState::default(),
         }
+    }
+
+    pub fn record(&mut self, seen: SeenRequest) {
+        if self.recording {
+            self.requests.push(seen);
+        }
+    }
+
+    pub fn requests(&self) -> &[SeenRequest] {
+        &self.requests
+    }
+
+    pub fn clear_requests(&mut self) {
+        self.requests.clear();
+        self.issuer_requests.clear();
     }
 
     /// A unique opaque string: a serial for readability, xorshift bits so two fakes differ.
@@ -258,7 +276,7 @@ impl Registry {
         if valid {
             AccessCheck::Valid(account)
         } else {
-            AccessCheck::Rejected(account)
+            AccessCheck::Rejected
         }
     }
 

@@ -106,7 +106,7 @@ fn admit(
     let mut seen =
         SeenRequest::capture(method, uri, headers, parsed.clone().unwrap_or(Value::Null));
     seen.account_id = owner_id.clone();
-    registry.requests.push(seen);
+    registry.record(seen);
 
     let mut answer_headers = vec![("x-request-id".to_owned(), registry.unique("req"))];
     if let Some(id) = &owner_id {
@@ -118,7 +118,7 @@ fn admit(
     let (status, code) = match bearer.map(|t| registry.check_access(t)) {
         None => (401, "missing_authorization"),
         Some(AccessCheck::Unknown) => (401, "token_invalid"),
-        Some(AccessCheck::Rejected(_)) => (401, "token_expired"),
+        Some(AccessCheck::Rejected) => (401, "token_expired"),
         Some(AccessCheck::Valid(_)) if claimed.is_some_and(|c| Some(c) != owner_id.as_deref()) => {
             (403, "account_mismatch")
         }
@@ -363,9 +363,7 @@ async fn not_found(
     body: Bytes,
 ) -> Response<Body> {
     let parsed = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    lock(&shared)
-        .requests
-        .push(SeenRequest::capture(&method, &uri, &headers, parsed));
+    lock(&shared).record(SeenRequest::capture(&method, &uri, &headers, parsed));
     json_response(
         404,
         &[],

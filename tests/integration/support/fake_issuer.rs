@@ -128,7 +128,10 @@ fn record(
 ) {
     let mut seen = SeenRequest::capture(method, uri, headers, Value::Object(params.clone()));
     seen.account_id = account_id;
-    lock(shared).issuer_requests.push(seen);
+    let mut registry = lock(shared);
+    if registry.recording {
+        registry.issuer_requests.push(seen);
+    }
 }
 
 fn invalid_grant(description: &str) -> Response<Body> {

@@ -124,7 +124,17 @@ impl FakeOpenAi {
     /// Every request the backend saw (responses, compact, models, usage, unknown paths), in
     /// order, including the refused ones.
     pub fn requests(&self) -> Vec<SeenRequest> {
-        lock(&self.shared).requests.clone()
+        lock(&self.shared).requests().to_vec()
+    }
+
+    /// Forgets the requests seen so far by both servers.
+    pub fn clear_requests(&self) {
+        lock(&self.shared).clear_requests();
+    }
+
+    /// Whether requests are kept for `requests()`; turn off for long benchmarks.
+    pub fn set_recording(&self, on: bool) {
+        lock(&self.shared).recording = on;
     }
 
     /// Every request the issuer saw; `body` holds the JSON or form parameters as an object.
