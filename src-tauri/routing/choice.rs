@@ -111,3 +111,153 @@ fn hybrid_score(account: &Account, now_ms: i64) -> f64 {
         .reduce(f64::min)
         .unwrap_or(UNKNOWN)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::accounts::{Usage, Window};
+    use crate::store::{AccountRecord, NeedsLogin};
+
+    const NOW: i64 = 1_000_000_000;
+
+    fn account(id: &str) -> Account {
+        Account::from_record(AccountRecord {
+            account_id: Some(id.to_string()),
+            user_id: Some("u".to_string()),
+            enabled: true,
+            ..Default::default()
+        })
+    }
+
+    fn choose(accounts: &[Account], strategy: Strategy, preferred: Option<&str>) -> Option<String> {
+        choose_account(
+            accounts,
+            strategy,
+            preferred,
+            &mut 0,
+            "gpt-5.5",
+            NOW,
+            &HashSet::new(),
+        )
+    }
+
+    fn with_usage(mut a: Account, used: f64, resets_in_s: i64, window_minutes: i64) -> Account {
+        a.usage = Some(Usage {
+            primary: Some(Window {
+                used_percent: used,
+                window_minutes: Some(window_minutes),
+                resets_at: Some(NOW / 1000 + resets_in_s),
+            }),
+            ..Default::default()
+        });
+        a
+    }
+
+    #[test]
+    fn ineligible_accounts_are_skipped_for_the_right_reason() {
+        let mut disabled = account("d");
+        disabled.record.enabled = false;
+        let mut login = account("l");
+        login.record.needs_login = Some(NeedsLogin {
+            code: "refresh_token_reused".into(),
+            since: 0,
+        });
+        let mut limited = account("m");
+        limited
+            .record
+            .rate_limit_resets
+            .insert("gpt-5.5".into(), NOW + 1);
+        let mut resting = account("r");
+        resting.cooldown_until = NOW + 1;
+        assert_eq!(
+            availability(&disabled, "gpt-5.5", NOW),
+            Availability::Disabled
+        );
+        assert_eq!(
+            availability(&login, "gpt-5.5", NOW),
+            Availability::NeedsLogin
+        );
+        assert_eq!(
+            availability(&limited, "gpt-5.5", NOW),
+            Availability::Limited { until: NOW + 1 }
+        );
+        assert_eq!(
+            availability(&limited, "gpt-5.4-mini", NOW),
+            Availability::Ok
+        );
+        assert_eq!(
+            availability(&resting, "gpt-5.5", NOW),
+            Availability::CoolingDown { until: NOW + 1 }
+        );
+        let ok = account("ok");
+        let all = [disabled, login, limited, resting, ok];
+        assert_eq!(
+            choose(&all, Strategy::Sticky, None).as_deref(),
+            Some("ok/u")
+        );
+    }
+
+    #[test]
+    fn sticky_prefers_the_chosen_account_then_file_order() {
+        let all = [account("a"), account("b")];
+        assert_eq!(choose(&all, Strategy::Sticky, None).as_deref(), Some("a/u"));
+        assert_eq!(
+            choose(&all, Strategy::Sticky, Some("b/u")).as_deref(),
+            Some("b/u")
+        );
+        assert_eq!(
+            choose(&all, Strategy::Sticky, Some("gone/u")).as_deref(),
+            Some("a/u")
+        );
+    }
+
+    #[test]
+    fn round_robin_cycles() {
+        let all = [account("a"), account("b"), account("c")];
+        let mut cursor = 0;
+        let picks: Vec<String> = (0..4)
+            .filter_map(|_| {
+                choose_account(
+                    &all,
+                    Strategy::RoundRobin,
+                    None,
+                    &mut cursor,
+                    "m",
+                    NOW,
+                    &HashSet::new(),
+                )
+            })
+            .collect();
+        assert_eq!(picks, ["a/u", "b/u", "c/u", "a/u"]);
+    }
+
+    #[test]
+    fn hybrid_counts_a_window_that_resets_soon_as_nearly_free() {
+        // 90 % used but the 5-hour window resets in 6 minutes, versus 60 % used for days.
+        let soon = with_usage(account("soon"), 90.0, 360, 300);
+        let steady = with_usage(account("steady"), 60.0, 3 * 86_400, 10_080);
+        assert_eq!(
+            choose(&[steady, soon], Strategy::Hybrid, None).as_deref(),
+            Some("soon/u")
+        );
+        let fresh = with_usage(account("fresh"), 10.0, 17_000, 300);
+        let unknown = account("unknown");
+        assert_eq!(
+            choose(&[unknown.clone(), fresh], Strategy::Hybrid, None).as_deref(),
+            Some("fresh/u")
+        );
+        let full = with_usage(account("full"), 95.0, 17_000, 300);
+        assert_eq!(
+            choose(&[full, unknown], Strategy::Hybrid, None).as_deref(),
+            Some("unknown/u")
+        );
+    }
+
+    #[test]
+    fn excluded_accounts_are_not_chosen() {
+        let all = [account("a"), account("b")];
+        let tried: HashSet<String> = ["a/u".to_string()].into();
+        let picked = choose_account(&all, Strategy::Sticky, None, &mut 0, "m", NOW, &tried);
+        assert_eq!(picked.as_deref(), Some("b/u"));
+    }
+}

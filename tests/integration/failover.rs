@@ -202,9 +202,8 @@ async fn a_cut_after_output_reaches_the_client_as_a_cut_not_a_hang() {
     let started = Instant::now();
     let body = response.text().await;
     // Either an error or a body without `response.completed`: Codex retries both.
-    match body {
-        Ok(text) => assert!(!text.contains("response.completed"), "{text}"),
-        Err(_) => {}
+    if let Ok(text) = body {
+        assert!(!text.contains("response.completed"), "{text}");
     }
     assert!(started.elapsed() < Duration::from_secs(3));
 }
