@@ -1,6 +1,7 @@
 //! The account pool: accounts as loaded from the store, with their tokens, usage, limits
 //! and cooldowns, kept in step with the file that other processes may change.
 
+mod poll;
 mod refresh;
 pub mod usage;
 
@@ -62,7 +63,7 @@ impl Account {
     }
 
     /// Access-token expiry in epoch ms, from the file or else from the JWT itself.
-    fn expires_ms(&self) -> Option<i64> {
+    pub(crate) fn expires_ms(&self) -> Option<i64> {
         self.record.expires.or_else(|| {
             let claims = oauth::claims::decode(self.access.as_ref()?.expose())?;
             claims.expires_at.map(|s| s * 1000)

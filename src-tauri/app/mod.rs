@@ -98,6 +98,7 @@ pub async fn start_router(settings: Settings) -> Result<RunningRouter, AppError>
     let http = http_client()?;
     let pool = Pool::open(store.clone(), http.clone(), settings.token_url())?;
     let bindings = Bindings::load(&store, &pool.accounts(), settings.binding_ttl, now_ms());
+    let pool_for_poll = pool.clone();
     let routing = Routing::new(pool, bindings.clone(), settings.strategy);
     let listener = bind(&settings).await?;
     let addr = listener.local_addr().map_err(|source| AppError::Listen {
@@ -105,6 +106,10 @@ pub async fn start_router(settings: Settings) -> Result<RunningRouter, AppError>
         port: settings.port,
         source,
     })?;
+    // Usage is polled once at start and then rarely: the answers themselves keep it current.
+    let poller = tokio::spawn(
+        pool_for_poll.poll_usage_forever(settings.usage_url.clone(), Duration::from_secs(15 * 60)),
+    );
     let state = ProxyState::new(settings, addr, routing, http);
     let (shutdown, mut stop) = watch::channel(false);
     let app = proxy::router(state.clone());
@@ -129,6 +134,7 @@ pub async fn start_router(settings: Settings) -> Result<RunningRouter, AppError>
             tracing::error!("the router stopped: {e}");
         }
         saver.abort();
+        poller.abort();
         let _ =
             tokio::task::spawn_blocking(move || bindings.save_if_changed(&saver_store, now_ms()))
                 .await;

@@ -61,10 +61,10 @@ async fn fails_over_when_first_account_hits_its_usage_limit() {
             }
     );
     // The next new session goes straight to B without asking A again.
-    let before = h.fake.requests().len();
+    let before = h.model_requests().len();
     let response = h.respond("s2").await;
     assert_eq!(served_by(&response), "acct-b");
-    assert_eq!(h.fake.requests().len(), before + 1);
+    assert_eq!(h.model_requests().len(), before + 1);
 }
 
 #[tokio::test]
@@ -155,7 +155,7 @@ async fn every_account_limited_gives_codex_the_earliest_reset() {
     assert!((resets_at - (now_s + 1800)).abs() < 10, "{body}");
     assert!((body["error"]["resets_in_seconds"].as_i64().unwrap() - 1800).abs() < 10);
     // Asked again, the router answers from what it knows, without hammering the upstream.
-    let before = h.fake.requests().len();
+    let before = h.model_requests().len();
     let again = h.respond("s2").await;
     assert_eq!(
         again.status(),
@@ -164,7 +164,7 @@ async fn every_account_limited_gives_codex_the_earliest_reset() {
         served_by(&again),
         h.status().await
     );
-    assert_eq!(h.fake.requests().len(), before);
+    assert_eq!(h.model_requests().len(), before);
 }
 
 #[tokio::test]
@@ -281,5 +281,5 @@ async fn request_errors_are_not_retried_on_other_accounts() {
     assert_eq!(response.status(), 400);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], "context_length_exceeded");
-    assert_eq!(h.fake.requests().len(), 1);
+    assert_eq!(h.model_requests().len(), 1);
 }

@@ -140,6 +140,15 @@ impl Harness {
             .expect("status json")
     }
 
+    /// What the fake backend saw, without the router's usage polls.
+    pub fn model_requests(&self) -> Vec<crate::support::SeenRequest> {
+        self.fake
+            .requests()
+            .into_iter()
+            .filter(|r| !r.path.ends_with("/wham/usage"))
+            .collect()
+    }
+
     /// The account state shown by `/status` for an account id.
     pub async fn account_status(&self, account_id: &str) -> Value {
         let status = self.status().await;

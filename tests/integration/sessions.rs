@@ -163,3 +163,28 @@ async fn a_turn_keeps_its_account() {
         "round-robin still alternates outside the turn"
     );
 }
+
+#[tokio::test]
+async fn usage_is_polled_at_start_without_spending_a_refresh() {
+    let h = Harness::start(&[A, expired_account("x@example.com", "acct-x")]).await;
+    let mut known = false;
+    for _ in 0..100 {
+        if h.account_status("acct-a").await["usage"]["primary"].is_object() {
+            known = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(
+        known,
+        "usage of A known before any request: {}",
+        h.status().await
+    );
+    assert!(h
+        .fake
+        .requests()
+        .iter()
+        .all(|r| r.path.ends_with("/wham/usage")));
+    assert!(h.account_status("acct-x").await["usage"].is_null());
+    assert_eq!(h.fake.refresh_count("acct-x"), 0, "no refresh just to poll");
+}

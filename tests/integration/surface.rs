@@ -113,7 +113,7 @@ async fn compact_and_models_are_forwarded() {
         .unwrap();
     assert_eq!(models.status(), 200);
     assert!(models.json::<Value>().await.unwrap()["models"].is_array());
-    let seen = h.fake.requests();
+    let seen = h.model_requests();
     assert!(seen
         .iter()
         .any(|r| r.path.ends_with("/models") && r.account_id.as_deref() == Some("acct-a")));
@@ -162,7 +162,7 @@ async fn malformed_bodies_get_a_json_400() {
         let error: Value = response.json().await.unwrap();
         assert_eq!(error["error"]["code"], "invalid_json", "{body}");
     }
-    assert!(h.fake.requests().is_empty(), "nothing bad went upstream");
+    assert!(h.model_requests().is_empty(), "nothing bad went upstream");
 }
 
 #[tokio::test]
@@ -266,7 +266,7 @@ async fn foreign_hosts_and_browser_origins_are_refused() {
         .await
         .unwrap();
     assert_eq!(status.status(), 403);
-    assert!(h.fake.requests().is_empty());
+    assert!(h.model_requests().is_empty());
     let localhost = h
         .post("/v1/responses", &body, &[("host", "localhost")])
         .await;
