@@ -247,6 +247,34 @@ mod tests {
     }
 
     #[test]
+    fn concurrent_writers_lose_no_update() {
+        let dir = tempfile::tempdir().unwrap();
+        let threads: Vec<_> = (0..8)
+            .map(|i| {
+                let s = store(dir.path());
+                std::thread::spawn(move || {
+                    for j in 0..5 {
+                        s.update_accounts(|f| {
+                            f.accounts.push(AccountRecord {
+                                account_id: Some(format!("{i}-{j}")),
+                                ..Default::default()
+                            })
+                        })
+                        .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(
+            store(dir.path()).load_accounts().unwrap().accounts.len(),
+            40
+        );
+    }
+
+    #[test]
     fn other_versions_are_refused_with_the_import_command() {
         let dir = tempfile::tempdir().unwrap();
         let s = store(dir.path());

@@ -283,3 +283,24 @@ async fn request_errors_are_not_retried_on_other_accounts() {
     assert_eq!(body["error"]["code"], "context_length_exceeded");
     assert_eq!(h.model_requests().len(), 1);
 }
+
+#[tokio::test]
+async fn an_unreachable_upstream_gives_a_clean_502_quickly() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/backend-api/codex", closed.local_addr().unwrap());
+    drop(closed);
+    let h = Harness::start_with(&[A, B], &[("CODEX_PROXY_UPSTREAM_URL", &url)]).await;
+    let started = Instant::now();
+    let response = h.respond("s1").await;
+    assert_eq!(response.status(), 502);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "upstream_unavailable");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("could not connect"),
+        "{body}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(3));
+}

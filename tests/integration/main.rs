@@ -5,6 +5,7 @@ mod harness;
 mod support;
 
 mod cli;
+mod codex_cli;
 mod failover;
 mod fakes;
 mod sessions;

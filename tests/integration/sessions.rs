@@ -188,3 +188,23 @@ async fn usage_is_polled_at_start_without_spending_a_refresh() {
     assert!(h.account_status("acct-x").await["usage"].is_null());
     assert_eq!(h.fake.refresh_count("acct-x"), 0, "no refresh just to poll");
 }
+
+#[tokio::test]
+async fn a_file_broken_while_running_is_reported_and_the_last_good_pool_serves() {
+    let h = Harness::start(&[A]).await;
+    assert_eq!(served_by(&h.respond("s1").await), "acct-a");
+    std::fs::write(h.accounts_path(), "{\"version\": 1, \"accounts\": [").unwrap();
+    assert_eq!(served_by(&h.respond("s1").await), "acct-a");
+    let status = h.status().await;
+    let error = status["accountsFileError"]
+        .as_str()
+        .expect("the error is shown");
+    assert!(
+        error.contains("openai-accounts.json") && error.contains("line 1"),
+        "{error}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(h.accounts_path()).unwrap(),
+        "{\"version\": 1, \"accounts\": ["
+    );
+}
