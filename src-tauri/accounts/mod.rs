@@ -28,6 +28,8 @@ pub enum AccountsError {
     Refresh(#[from] oauth::RefreshError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Vault(#[from] crate::store::VaultError),
     #[error("waiting for another process's token refresh failed: {0}")]
     Lock(String),
 }
@@ -39,6 +41,8 @@ pub struct Account {
     pub record: AccountRecord,
     access: Option<AccessToken>,
     refresh: Option<RefreshToken>,
+    /// False while keychain tokens have not been read (or changed elsewhere since).
+    tokens_loaded: bool,
     /// Bumped whenever the tokens change, so concurrent refreshers can tell they are late.
     generation: u64,
     pub usage: Option<Usage>,
@@ -48,13 +52,20 @@ pub struct Account {
 
 impl Account {
     pub fn from_record(record: AccountRecord) -> Account {
+        // Keychain tokens are read later, off the request path, once per change.
+        let in_file = !record.tokens_in_keychain();
         Account {
             key: record.key(),
             access: record
                 .access
                 .as_ref()
+                .filter(|_| in_file)
                 .map(|s| AccessToken::new(s.0.clone())),
-            refresh: record.refresh_token().map(RefreshToken::new),
+            refresh: record
+                .refresh_token()
+                .filter(|_| in_file)
+                .map(RefreshToken::new),
+            tokens_loaded: in_file,
             generation: 0,
             usage: None,
             cooldown_until: 0,
@@ -204,6 +215,7 @@ impl Pool {
 
     /// Credentials for `key`, refreshing first when the access token has expired.
     pub async fn credentials(&self, key: &str, now_ms: i64) -> Result<Credentials, AccountsError> {
+        self.ensure_tokens(key).await?;
         if let Some(found) = self.fresh_credentials(key, now_ms, None)? {
             return Ok(found);
         }
@@ -220,6 +232,37 @@ impl Pool {
     ) -> Result<Credentials, AccountsError> {
         self.refresh_single_flight(key, now_ms, Some(stale.generation))
             .await
+    }
+
+    /// Reads an account's tokens from the keychain when memory does not have them. Only the
+    /// first request after a login or a change elsewhere waits for this.
+    async fn ensure_tokens(&self, key: &str) -> Result<(), AccountsError> {
+        let record = {
+            let state = self.state();
+            let account = state
+                .accounts
+                .iter()
+                .find(|a| a.key == key)
+                .ok_or_else(|| AccountsError::NotFound(key.to_string()))?;
+            if account.tokens_loaded {
+                return Ok(());
+            }
+            account.record.clone()
+        };
+        let store = self.inner.store.clone();
+        let read = record.clone();
+        let tokens = tokio::task::spawn_blocking(move || store.read_tokens(&read))
+            .await
+            .map_err(|e| AccountsError::Lock(e.to_string()))??;
+        let mut state = self.state();
+        if let Some(a) = state.accounts.iter_mut().find(|a| a.key == key) {
+            if a.record.tokens_updated_at == record.tokens_updated_at && !a.tokens_loaded {
+                a.access = tokens.access.map(|t| AccessToken::new(t.0));
+                a.refresh = tokens.refresh.map(|t| RefreshToken::new(t.0));
+                a.tokens_loaded = true;
+            }
+        }
+        Ok(())
     }
 
     fn fresh_credentials(
@@ -312,7 +355,17 @@ impl Pool {
 fn merge(old: Option<Account>, record: AccountRecord) -> Account {
     let mut fresh = Account::from_record(record);
     if let Some(old) = old {
-        let same_tokens = old.refresh == fresh.refresh && old.access == fresh.access;
+        let same_tokens = if fresh.record.tokens_in_keychain() {
+            old.record.tokens_in_keychain()
+                && old.record.tokens_updated_at == fresh.record.tokens_updated_at
+        } else {
+            old.refresh == fresh.refresh && old.access == fresh.access
+        };
+        if same_tokens && !fresh.tokens_loaded {
+            fresh.access = old.access.clone();
+            fresh.refresh = old.refresh.clone();
+            fresh.tokens_loaded = old.tokens_loaded;
+        }
         fresh.generation = if same_tokens {
             old.generation
         } else {

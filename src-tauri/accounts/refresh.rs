@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::{AccountsError, Credentials, Pool};
 use crate::oauth::{self, RefreshError};
 use crate::sensitive::{AccessToken, RefreshToken};
-use crate::store::{NeedsLogin, StoredSecret};
+use crate::store::{NeedsLogin, StoredSecret, TokenSet};
 
 /// How long to wait for another process that holds the refresh lock.
 const CROSS_PROCESS_WAIT: Duration = Duration::from_secs(60);
@@ -37,6 +37,7 @@ impl Pool {
         // Another process may have refreshed already: its tokens are on disk.
         let before = self.generation(key);
         self.sync_from_disk();
+        self.ensure_tokens(key).await?;
         if self.generation(key) != before {
             if let Some(found) = self.fresh_credentials(key, now_ms, None)? {
                 return Ok(found);
@@ -118,14 +119,10 @@ impl Pool {
             .as_ref()
             .and_then(|t| oauth::claims::decode(t.expose()));
         let apply = {
-            let (access, refresh, claims) = (access.clone(), refresh.clone(), claims.clone());
+            let (access, claims) = (access.clone(), claims.clone());
             move |record: &mut crate::store::AccountRecord| {
-                if let Some(a) = &access {
-                    record.access = Some(StoredSecret(a.clone()));
+                if access.is_some() {
                     record.expires = expires;
-                }
-                if let Some(r) = &refresh {
-                    record.set_refresh_token(r);
                 }
                 if let Some(plan) = claims.as_ref().and_then(|c| c.plan.clone()) {
                     record.plan_type = Some(plan);
@@ -133,17 +130,16 @@ impl Pool {
                 record.needs_login = None;
             }
         };
+        let tokens = TokenSet {
+            access: access.clone().map(StoredSecret),
+            refresh: refresh.clone().map(StoredSecret),
+            id_token: None,
+        };
         let store = self.inner.store.clone();
         let file_key = key.to_string();
         let file_apply = apply.clone();
         let saved = tokio::task::spawn_blocking(move || {
-            store.update_accounts(|file| {
-                file.accounts
-                    .iter_mut()
-                    .find(|r| r.key() == file_key)
-                    .map(file_apply)
-                    .is_some()
-            })
+            store.save_tokens(&file_key, &tokens, expires, None, file_apply)
         })
         .await;
         match saved {

@@ -77,9 +77,18 @@ pub struct AccountRecord {
     /// Set when the refresh token is dead: the account stays, waiting for a new login.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub needs_login: Option<NeedsLogin>,
+    /// `keychain` when this account's tokens are in the OS keychain, not in this file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_store: Option<String>,
+    /// Epoch ms of the last token write, so other processes notice rotated keychain tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_updated_at: Option<i64>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
+
+/// The `tokenStore` value of accounts whose tokens are in the keychain.
+pub const KEYCHAIN: &str = "keychain";
 
 fn enabled_by_default() -> bool {
     true
@@ -127,6 +136,10 @@ impl AccountRecord {
     pub fn set_refresh_token(&mut self, token: &str) {
         self.parts.get_or_insert_with(Parts::default).refresh_token =
             Some(StoredSecret(token.to_string()));
+    }
+
+    pub fn tokens_in_keychain(&self) -> bool {
+        self.token_store.as_deref() == Some(KEYCHAIN)
     }
 
     /// A short human name: the label, else the email, else the key.

@@ -4,12 +4,15 @@
 mod accounts_file;
 mod atomic;
 mod bindings_file;
+mod tokens;
+mod vault;
 
 use std::path::{Path, PathBuf};
 
 pub use accounts_file::{AccountRecord, AccountsFile, NeedsLogin, Parts, StoredSecret};
 pub use atomic::{create_private_dir, write_atomic, FileLock};
 pub use bindings_file::{BindingsFile, StoredBinding};
+pub use vault::{Keychain, TokenSet, VaultError};
 use sha2::{Digest, Sha256};
 
 use crate::paths::Paths;
@@ -35,6 +38,8 @@ pub enum StoreError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Vault(#[from] VaultError),
     #[error("cannot lock {path}: {source}")]
     Lock {
         path: PathBuf,
@@ -50,19 +55,47 @@ pub struct FileStamp {
     inode: u64,
 }
 
-/// Reads and writes the router's files.
+/// The keychain service name entries are stored under, unless configured otherwise.
+pub const DEFAULT_KEYCHAIN_SERVICE: &str = "codex-app-account-router";
+
+/// Where new and rotated tokens are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenMode {
+    File,
+    Keychain,
+}
+
+/// Reads and writes the router's files and the tokens.
 #[derive(Clone, Debug)]
 pub struct Store {
     accounts_path: PathBuf,
     bindings_path: PathBuf,
+    mode: TokenMode,
+    /// Used in keychain mode, and in file mode to reach tokens left in the keychain.
+    keychain: Keychain,
 }
 
 impl Store {
+    /// A store that keeps tokens in the accounts file (tests, headless machines).
     pub fn new(paths: &Paths) -> Store {
+        Store::with_tokens(paths, TokenMode::File, Keychain::new(DEFAULT_KEYCHAIN_SERVICE))
+    }
+
+    pub fn with_tokens(paths: &Paths, mode: TokenMode, keychain: Keychain) -> Store {
         Store {
             accounts_path: paths.accounts_file.clone(),
             bindings_path: paths.bindings_file.clone(),
+            mode,
+            keychain,
         }
+    }
+
+    pub fn token_mode(&self) -> TokenMode {
+        self.mode
+    }
+
+    pub fn keychain(&self) -> &Keychain {
+        &self.keychain
     }
 
     pub fn accounts_path(&self) -> &Path {

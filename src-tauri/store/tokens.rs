@@ -1,0 +1,126 @@
+//! Reading, writing, moving and deleting an account's tokens in whichever store holds them.
+//! The file always says where (`tokenStore`), so a router never guesses.
+
+use super::accounts_file::KEYCHAIN;
+use super::{AccountRecord, Store, StoreError, StoredSecret, TokenMode, TokenSet};
+
+impl Store {
+    /// An account's tokens from wherever they are. May wait on the keychain: call it off the
+    /// request path, once per account and token change.
+    pub fn read_tokens(&self, record: &AccountRecord) -> Result<TokenSet, StoreError> {
+        if record.tokens_in_keychain() {
+            // The file says keychain: read from there even in file mode.
+            return Ok(self.keychain.read(&record.key())?);
+        }
+        Ok(TokenSet {
+            access: record.access.clone(),
+            refresh: record.refresh_token().map(|t| StoredSecret(t.to_string())),
+            id_token: None,
+        })
+    }
+
+    /// Saves new tokens for `key` in the current store, then records the change in the file.
+    /// `upsert` creates the account when it is not in the file yet (a new login); `apply`
+    /// updates its metadata. Returns whether the account already existed.
+    pub fn save_tokens(
+        &self,
+        key: &str,
+        tokens: &TokenSet,
+        expires: Option<i64>,
+        upsert: Option<AccountRecord>,
+        apply: impl FnOnce(&mut AccountRecord),
+    ) -> Result<bool, StoreError> {
+        // Keychain first: the file must never point to tokens that are not there yet.
+        if self.mode == TokenMode::Keychain {
+            self.keychain.write(key, tokens)?;
+        }
+        let now = crate::accounts::now_ms();
+        let mode = self.mode;
+        self.update_accounts(|file| {
+            let existed = file.accounts.iter().any(|r| r.key() == key);
+            if !existed {
+                match upsert {
+                    Some(record) => file.accounts.push(record),
+                    None => return false,
+                }
+            }
+            let Some(record) = file.accounts.iter_mut().find(|r| r.key() == key) else {
+                return existed;
+            };
+            place_tokens(record, tokens, mode);
+            if tokens.access.is_some() {
+                record.expires = expires;
+            }
+            record.tokens_updated_at = Some(now);
+            apply(record);
+            existed
+        })
+    }
+
+    /// Deletes an account's keychain entry, if it has one.
+    pub fn delete_tokens(&self, record: &AccountRecord) -> Result<(), StoreError> {
+        if record.tokens_in_keychain() {
+            self.keychain.delete(&record.key())?;
+        }
+        Ok(())
+    }
+
+    /// Moves every account's tokens into the current store (after the user switched
+    /// `CODEX_PROXY_TOKEN_STORE`). Each account is written to its new place and read back
+    /// before the old copy goes, so a failure half-way loses nothing. Returns how many moved.
+    pub fn move_tokens_to_current_store(&self) -> Result<usize, StoreError> {
+        let file = self.load_accounts()?;
+        let in_keychain = self.mode == TokenMode::Keychain;
+        let mut moved = 0;
+        for record in file.accounts.iter().filter(|r| r.tokens_in_keychain() != in_keychain) {
+            let tokens = self.read_tokens(record)?;
+            if tokens.refresh.is_none() && tokens.access.is_none() {
+                continue;
+            }
+            let key = record.key();
+            if in_keychain {
+                self.keychain.write(&key, &tokens)?;
+                if self.keychain.read(&key)? != tokens {
+                    return Err(StoreError::Vault(super::VaultError::Other(format!(
+                        "the keychain did not keep the tokens of {key}; nothing was moved for it"
+                    ))));
+                }
+            }
+            let old = record.clone();
+            let mode = self.mode;
+            self.update_accounts(|file| {
+                if let Some(r) = file.accounts.iter_mut().find(|r| r.key() == key) {
+                    place_tokens(r, &tokens, mode);
+                    r.tokens_updated_at = Some(crate::accounts::now_ms());
+                }
+            })?;
+            if !in_keychain {
+                // The file holds them now; the old keychain entry can go.
+                let _ = self.delete_tokens(&old);
+            }
+            moved += 1;
+        }
+        Ok(moved)
+    }
+}
+
+fn place_tokens(record: &mut AccountRecord, tokens: &TokenSet, mode: TokenMode) {
+    match mode {
+        TokenMode::Keychain => {
+            record.token_store = Some(KEYCHAIN.to_string());
+            record.access = None;
+            if let Some(parts) = record.parts.as_mut() {
+                parts.refresh_token = None;
+            }
+        }
+        TokenMode::File => {
+            record.token_store = None;
+            if let Some(access) = &tokens.access {
+                record.access = Some(access.clone());
+            }
+            if let Some(refresh) = &tokens.refresh {
+                record.set_refresh_token(&refresh.0);
+            }
+        }
+    }
+}

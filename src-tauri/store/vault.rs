@@ -1,0 +1,116 @@
+//! Where tokens live: the OS keychain (one entry per account) or the accounts file itself.
+//! Keychain calls run on their own thread with a deadline, so a keychain that hangs on a
+//! password prompt turns into a clear error instead of a frozen router.
+
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::StoredSecret;
+
+/// How long a keychain call may take before it is reported as stuck.
+const KEYCHAIN_DEADLINE: Duration = Duration::from_secs(10);
+
+/// One account's tokens, as kept in a keychain entry.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenSet {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access: Option<StoredSecret>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh: Option<StoredSecret>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id_token: Option<StoredSecret>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum VaultError {
+    #[error("the OS keychain is not available ({detail}); on a machine without a desktop keyring, set CODEX_PROXY_TOKEN_STORE=file to keep tokens in the accounts file (mode 0600)")]
+    Unavailable { detail: String },
+    #[error("the OS keychain is locked or has no default keyring ({detail}); unlock it (log in to the desktop, or `gnome-keyring-daemon --unlock`), or set CODEX_PROXY_TOKEN_STORE=file")]
+    Locked { detail: String },
+    #[error("the OS keychain did not answer within {} s; it may be waiting for a password prompt. Unlock it, or set CODEX_PROXY_TOKEN_STORE=file", .0.as_secs())]
+    TimedOut(Duration),
+    #[error("the keychain has no tokens for account {0}; log in to it again")]
+    Missing(String),
+    #[error("the keychain entry of account {0} is not readable; log in to it again")]
+    Garbled(String),
+    #[error("keychain error: {0}")]
+    Other(String),
+}
+
+/// The keychain side of the token store.
+#[derive(Clone, Debug)]
+pub struct Keychain {
+    service: String,
+}
+
+impl Keychain {
+    pub fn new(service: &str) -> Keychain {
+        Keychain {
+            service: service.to_string(),
+        }
+    }
+
+    pub fn read(&self, account_key: &str) -> Result<TokenSet, VaultError> {
+        let key = account_key.to_string();
+        let secret = self.call(account_key, move |entry| entry.get_password())?;
+        serde_json::from_str(&secret).map_err(|_| VaultError::Garbled(key))
+    }
+
+    pub fn write(&self, account_key: &str, tokens: &TokenSet) -> Result<(), VaultError> {
+        let secret = serde_json::to_string(tokens).map_err(|e| VaultError::Other(e.to_string()))?;
+        self.call(account_key, move |entry| entry.set_password(&secret))
+    }
+
+    /// Deletes the entry; a missing entry is not an error.
+    pub fn delete(&self, account_key: &str) -> Result<(), VaultError> {
+        match self.call(account_key, |entry| entry.delete_credential()) {
+            Err(VaultError::Missing(_)) => Ok(()),
+            other => other,
+        }
+    }
+
+    /// Checks that the keychain answers, without touching any entry of ours.
+    pub fn probe(&self) -> Result<(), VaultError> {
+        match self.call("probe", |entry| entry.get_password()) {
+            Ok(_) | Err(VaultError::Missing(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn call<T: Send + 'static>(
+        &self,
+        account_key: &str,
+        op: impl FnOnce(&keyring::Entry) -> keyring::Result<T> + Send + 'static,
+    ) -> Result<T, VaultError> {
+        let (service, user) = (self.service.clone(), account_key.to_string());
+        let (sender, receiver) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("keychain".to_string())
+            .spawn(move || {
+                let result = keyring::Entry::new(&service, &user).and_then(|entry| op(&entry));
+                let _ = sender.send(result);
+            })
+            .map_err(|e| VaultError::Other(e.to_string()))?;
+        match receiver.recv_timeout(KEYCHAIN_DEADLINE) {
+            Err(_) => Err(VaultError::TimedOut(KEYCHAIN_DEADLINE)),
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => Err(classify(e, account_key)),
+        }
+    }
+}
+
+fn classify(e: keyring::Error, account_key: &str) -> VaultError {
+    match e {
+        keyring::Error::NoEntry => VaultError::Missing(account_key.to_string()),
+        keyring::Error::NoStorageAccess(inner) => VaultError::Locked {
+            detail: inner.to_string(),
+        },
+        keyring::Error::PlatformFailure(inner) => VaultError::Unavailable {
+            detail: inner.to_string(),
+        },
+        other => VaultError::Other(other.to_string()),
+    }
+}
