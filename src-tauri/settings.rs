@@ -55,6 +55,8 @@ pub struct Settings {
     pub port: u16,
     pub paths: Paths,
     pub token_store: TokenStore,
+    /// The keychain service name the entries are stored under.
+    pub keychain_service: String,
     pub upstream_url: String,
     pub models_url: String,
     pub usage_url: String,
@@ -68,6 +70,8 @@ pub struct Settings {
     pub first_byte_timeout: Duration,
     /// Silence allowed in the middle of a stream before it is cut.
     pub stream_idle_timeout: Duration,
+    /// Callback ports for the browser login, tried in order.
+    pub login_ports: Vec<u16>,
     /// Bindings idle this long are forgotten.
     pub binding_ttl: Duration,
 }
@@ -106,8 +110,8 @@ impl Settings {
             })?,
         };
         let token_store = match get("CODEX_PROXY_TOKEN_STORE").as_deref() {
-            None | Some("file") => TokenStore::File,
-            Some("keychain") => TokenStore::Keychain,
+            Some("file") => TokenStore::File,
+            None | Some("keychain") => TokenStore::Keychain,
             Some(other) => {
                 return Err(SettingsError::Invalid {
                     name: "CODEX_PROXY_TOKEN_STORE",
@@ -123,6 +127,8 @@ impl Settings {
             port,
             paths: Paths::resolve(var),
             token_store,
+            keychain_service: get("CODEX_PROXY_KEYCHAIN_SERVICE")
+                .unwrap_or_else(|| crate::store::DEFAULT_KEYCHAIN_SERVICE.to_string()),
             upstream_url: trim_slash(get("CODEX_PROXY_UPSTREAM_URL"), DEFAULT_UPSTREAM_URL),
             models_url: trim_slash(get("CODEX_PROXY_UPSTREAM_MODELS_URL"), DEFAULT_MODELS_URL),
             usage_url: trim_slash(get("CODEX_PROXY_USAGE_URL"), DEFAULT_USAGE_URL),
@@ -143,6 +149,14 @@ impl Settings {
                 "CODEX_PROXY_BINDING_TTL_SECS",
                 86_400,
             )?),
+            login_ports: match get("CODEX_PROXY_LOGIN_PORT") {
+                None => crate::oauth::CALLBACK_PORTS.to_vec(),
+                Some(v) => vec![v.trim().parse().map_err(|_| SettingsError::Invalid {
+                    name: "CODEX_PROXY_LOGIN_PORT",
+                    value: v,
+                    reason: "expected a port number",
+                })?],
+            },
             host,
         };
         settings.validate()?;
@@ -196,6 +210,17 @@ impl Settings {
             self.host.clone()
         };
         format!("http://{host}:{}/v1", self.port)
+    }
+
+    /// The store for these settings: files where `paths` says, tokens where
+    /// `CODEX_PROXY_TOKEN_STORE` says.
+    pub fn store(&self) -> crate::store::Store {
+        let mode = match self.token_store {
+            TokenStore::File => crate::store::TokenMode::File,
+            TokenStore::Keychain => crate::store::TokenMode::Keychain,
+        };
+        let keychain = crate::store::Keychain::new(&self.keychain_service);
+        crate::store::Store::with_tokens(&self.paths, mode, keychain)
     }
 
     /// The token endpoint used for refreshes.

@@ -77,14 +77,70 @@ pub fn remove_account(
             }),
         }
     })?;
-    removed.map_err(|e| AppError::Select(e.to_string()))
+    let removed = removed.map_err(|e| AppError::Select(e.to_string()))?;
+    // The file no longer points at the entry, so deleting it second can lose nothing.
+    store.delete_tokens(&removed)?;
+    Ok(removed)
+}
+
+/// A change to one account's settings.
+#[derive(Clone, Debug)]
+pub enum AccountChange {
+    Enable,
+    Disable,
+    Label(Option<String>),
+    /// Make it the account new sessions start on (sticky strategy).
+    UseForNewSessions,
+}
+
+/// Applies a change to exactly one account; returns its name.
+pub fn change_account(
+    store: &Store,
+    selector: &AccountSelector,
+    change: AccountChange,
+) -> Result<String, AppError> {
+    let result = store.update_accounts(|file| {
+        let found = find_accounts(&file.accounts, selector);
+        let [index] = found.as_slice() else {
+            return Err(if found.is_empty() {
+                SelectError::NoMatch(selector.0.clone())
+            } else {
+                SelectError::Ambiguous {
+                    selector: selector.0.clone(),
+                    count: found.len(),
+                    names: found
+                        .iter()
+                        .map(|i| file.accounts[*i].display_name())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                }
+            });
+        };
+        let key = file.accounts[*index].key();
+        let record = &mut file.accounts[*index];
+        match change {
+            AccountChange::Enable => record.enabled = true,
+            AccountChange::Disable => record.enabled = false,
+            AccountChange::Label(label) => record.label = label.filter(|l| !l.trim().is_empty()),
+            AccountChange::UseForNewSessions => {
+                record.enabled = true;
+                file.preferred_account = Some(key);
+            }
+        }
+        Ok(file.accounts[*index].display_name())
+    })?;
+    result.map_err(|e| AppError::Select(e.to_string()))
 }
 
 /// Forgets every account and its tokens on this machine. Tokens are not revoked upstream:
 /// that would also sign out every other tool using the same login.
-pub fn logout_all(store: &Store) -> Result<Vec<AccountRecord>, StoreError> {
-    store.update_accounts(|file| {
+pub fn logout_all(store: &Store) -> Result<Vec<AccountRecord>, AppError> {
+    let removed = store.update_accounts(|file| {
         file.preferred_account = None;
         std::mem::take(&mut file.accounts)
-    })
+    })?;
+    for record in &removed {
+        store.delete_tokens(record)?;
+    }
+    Ok(removed)
 }

@@ -2,6 +2,8 @@
 //! read its status, list and remove accounts.
 
 mod accounts;
+mod import;
+mod login;
 mod port;
 
 use std::net::SocketAddr;
@@ -9,7 +11,12 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-pub use accounts::{find_accounts, list_accounts, logout_all, remove_account, AccountSelector};
+pub use accounts::{
+    change_account, find_accounts, list_accounts, logout_all, remove_account, AccountChange,
+    AccountSelector,
+};
+pub use import::{import_accounts, ImportReport, ImportSource};
+pub use login::{save_login, LoginOutcome};
 pub use port::PortHolder;
 
 use crate::accounts::{now_ms, Pool};
@@ -40,12 +47,12 @@ pub enum AppError {
         port: u16,
         source: std::io::Error,
     },
-    #[error("the keychain token store is not available in this version yet; set CODEX_PROXY_TOKEN_STORE=file")]
-    KeychainUnavailable,
     #[error("{0}")]
     Select(String),
-    #[error("cannot build the HTTP client: {0}")]
-    Http(String),
+    #[error("{0}")]
+    Internal(String),
+    #[error(transparent)]
+    Login(#[from] crate::oauth::LoginError),
 }
 
 /// A router serving in the background of this process.
@@ -85,16 +92,31 @@ pub fn http_client() -> Result<reqwest::Client, AppError> {
             env!("CARGO_PKG_VERSION")
         ))
         .build()
-        .map_err(|e| AppError::Http(e.to_string()))
+        .map_err(|e| AppError::Internal(e.to_string()))
+}
+
+/// The store of these settings, with every account's tokens moved to where
+/// `CODEX_PROXY_TOKEN_STORE` says (after the user switched it), losing none.
+pub async fn open_store(settings: &Settings) -> Result<Store, AppError> {
+    let store = settings.store();
+    let moving = store.clone();
+    let moved = tokio::task::spawn_blocking(move || moving.move_tokens_to_current_store())
+        .await
+        .map_err(|e| AppError::Internal(e.to_string()))??;
+    if moved > 0 {
+        let place = match settings.token_store {
+            TokenStore::File => "the accounts file",
+            TokenStore::Keychain => "the OS keychain",
+        };
+        tracing::info!("moved the tokens of {moved} accounts to {place}");
+    }
+    Ok(store)
 }
 
 /// Loads the accounts (refusing a corrupt file), binds the listener and serves.
 pub async fn start_router(settings: Settings) -> Result<RunningRouter, AppError> {
     settings.validate()?;
-    if settings.token_store == TokenStore::Keychain {
-        return Err(AppError::KeychainUnavailable);
-    }
-    let store = Store::new(&settings.paths);
+    let store = open_store(&settings).await?;
     let http = http_client()?;
     let pool = Pool::open(store.clone(), http.clone(), settings.token_url())?;
     let bindings = Bindings::load(&store, &pool.accounts(), settings.binding_ttl, now_ms());

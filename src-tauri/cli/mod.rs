@@ -1,6 +1,7 @@
 //! `cma` commands: parse, call `app`, print. Data on stdout, `error:`/`hint:` on stderr,
 //! `--json` for scripts, a non-zero exit code on failure.
 
+mod login;
 mod output;
 
 use std::process::ExitCode;
@@ -9,10 +10,9 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 use crate::accounts::{now_ms, Account};
-use crate::app::{self, AccountSelector, AppError};
+use crate::app::{self, AccountChange, AccountSelector, AppError};
 use crate::proxy::{AccountStatus, RouterStatus};
 use crate::settings::Settings;
-use crate::store::Store;
 
 #[derive(Parser)]
 #[command(
@@ -41,6 +41,32 @@ enum Command {
     },
     /// Remove one account: by index, email, account id or user id.
     Remove { account: String },
+    /// Add a ChatGPT account (or renew one) by signing in.
+    Login {
+        /// Sign in with a code on another device (no browser here).
+        #[arg(long)]
+        device: bool,
+        /// Print the sign-in URL instead of opening the browser.
+        #[arg(long)]
+        no_browser: bool,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+    },
+    /// Import accounts from other tools' files (multi-auth, version-3 pools, Codex's auth.json).
+    SyncAccounts {
+        /// Import only this file; without it, every usual place that exists.
+        #[arg(long)]
+        from: Option<std::path::PathBuf>,
+    },
+    /// Use an account again.
+    Enable { account: String },
+    /// Keep an account but send nothing to it.
+    Disable { account: String },
+    /// Name an account (an empty label removes it).
+    Label { account: String, label: String },
+    /// Start new sessions on this account (sticky strategy).
+    Use { account: String },
     /// Forget every account on this machine.
     Logout {
         /// Confirm; without it nothing is removed.
@@ -92,12 +118,33 @@ async fn run(command: Command) -> Result<(), AppError> {
         Command::Status { json } => status(&settings, json).await,
         Command::Accounts { json } => accounts(&settings, json).await,
         Command::Remove { account } => {
+            let store = app::open_store(&settings).await?;
             let removed =
-                app::remove_account(&Store::new(&settings.paths), &AccountSelector(account))?;
+                blocking(move || app::remove_account(&store, &AccountSelector(account))).await?;
             println!("removed {}", removed.display_name());
             Ok(())
         }
-        Command::Logout { yes } => logout(&settings, yes),
+        Command::Logout { yes } => logout(&settings, yes).await,
+        Command::Login {
+            device,
+            no_browser,
+            timeout,
+        } => login::run(&settings, device, no_browser, Duration::from_secs(timeout)).await,
+        Command::SyncAccounts { from } => login::sync(&settings, from).await,
+        Command::Enable { account } => {
+            change(&settings, account, AccountChange::Enable, "enabled").await
+        }
+        Command::Disable { account } => {
+            change(&settings, account, AccountChange::Disable, "disabled").await
+        }
+        Command::Label { account, label } => {
+            let label = AccountChange::Label(Some(label));
+            change(&settings, account, label, "labelled").await
+        }
+        Command::Use { account } => {
+            let verb = "new sessions start on";
+            change(&settings, account, AccountChange::UseForNewSessions, verb).await
+        }
     }
 }
 
@@ -174,8 +221,7 @@ async fn live_status(settings: &Settings) -> Option<RouterStatus> {
 
 /// Accounts as the file has them, for when no router is running.
 fn offline_accounts(settings: &Settings) -> Result<Vec<AccountStatus>, AppError> {
-    let store = Store::new(&settings.paths);
-    let file = store.load_accounts()?;
+    let file = settings.store().load_accounts()?;
     let now = now_ms();
     Ok(file
         .accounts
@@ -250,8 +296,30 @@ fn print_accounts(accounts: &[AccountStatus]) {
     println!("{}", output::accounts_table(accounts, now_ms()));
 }
 
-fn logout(settings: &Settings, yes: bool) -> Result<(), AppError> {
-    let store = Store::new(&settings.paths);
+/// Runs blocking store work (it may wait on the keychain) off the async threads.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, AppError> + Send + 'static,
+) -> Result<T, AppError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| AppError::Internal(e.to_string()))?
+}
+
+async fn change(
+    settings: &Settings,
+    account: String,
+    change: AccountChange,
+    verb: &str,
+) -> Result<(), AppError> {
+    let store = settings.store();
+    let name =
+        blocking(move || app::change_account(&store, &AccountSelector(account), change)).await?;
+    println!("{verb} {name}");
+    Ok(())
+}
+
+async fn logout(settings: &Settings, yes: bool) -> Result<(), AppError> {
+    let store = app::open_store(settings).await?;
     if !yes {
         let accounts = app::list_accounts(&store)?;
         for a in &accounts {
@@ -263,7 +331,7 @@ fn logout(settings: &Settings, yes: bool) -> Result<(), AppError> {
         );
         return Ok(());
     }
-    let removed = app::logout_all(&store)?;
+    let removed = blocking(move || app::logout_all(&store)).await?;
     println!("removed {} accounts", removed.len());
     Ok(())
 }

@@ -49,7 +49,11 @@ struct Callback {
 
 impl Callback {
     fn finish(&self, result: Result<LoginTokens, LoginError>) {
-        let sender = self.outcome.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let sender = self
+            .outcome
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
         if let Some(sender) = sender {
             let _ = sender.send(result);
         }
@@ -69,7 +73,10 @@ pub async fn begin_browser_login(
         }
     }
     let listener = bound.ok_or_else(|| LoginError::PortsBusy(options.ports.clone()))?;
-    let port = listener.local_addr().map_err(|e| LoginError::Io(e.to_string()))?.port();
+    let port = listener
+        .local_addr()
+        .map_err(|e| LoginError::Io(e.to_string()))?
+        .port();
     let redirect_uri = format!("http://localhost:{port}/auth/callback");
     let pkce = Pkce::generate().map_err(|e| LoginError::Io(e.to_string()))?;
     let state = random_token(32).map_err(|e| LoginError::Io(e.to_string()))?;
@@ -130,7 +137,8 @@ impl BrowserLogin {
         };
         if result.is_ok() {
             // Let the browser load the success page before the server goes away.
-            let _ = tokio::time::timeout(Duration::from_secs(3), self.success_shown.notified()).await;
+            let _ =
+                tokio::time::timeout(Duration::from_secs(3), self.success_shown.notified()).await;
         }
         result
     }
@@ -163,7 +171,11 @@ async fn on_callback(State(cb): State<Arc<Callback>>, Query(q): Query<CallbackQu
     }
     let Some(code) = q.code.filter(|c| !c.is_empty()) else {
         cb.finish(Err(LoginError::MissingCode));
-        return (StatusCode::BAD_REQUEST, failure_page("the sign-in server sent no authorization code")).into_response();
+        return (
+            StatusCode::BAD_REQUEST,
+            failure_page("the sign-in server sent no authorization code"),
+        )
+            .into_response();
     };
     match exchange_code(&cb.http, &cb.issuer, &code, &cb.redirect_uri, &cb.verifier).await {
         Ok(tokens) => {
@@ -180,7 +192,10 @@ async fn on_callback(State(cb): State<Arc<Callback>>, Query(q): Query<CallbackQu
 
 async fn on_success(State(cb): State<Arc<Callback>>) -> Response {
     cb.success_shown.notify_one();
-    let page = Html(page("Signed in", "Your ChatGPT account was added to Codex App Account Router. You can close this tab."));
+    let page = Html(page(
+        "Signed in",
+        "Your ChatGPT account was added to Codex App Account Router. You can close this tab.",
+    ));
     ([("connection", "close")], page).into_response()
 }
 
@@ -190,7 +205,10 @@ async fn on_cancel(State(cb): State<Arc<Callback>>) -> &'static str {
 }
 
 fn failure_page(message: &str) -> Html<String> {
-    Html(page("Sign-in failed", &format!("The login did not complete: {}", escape(message))))
+    Html(page(
+        "Sign-in failed",
+        &format!("The login did not complete: {}", escape(message)),
+    ))
 }
 
 fn page(title: &str, text: &str) -> String {
@@ -203,5 +221,8 @@ fn page(title: &str, text: &str) -> String {
 }
 
 fn escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }

@@ -33,7 +33,10 @@ struct DeviceTokenResponse {
     code_verifier: String,
 }
 
-pub async fn request_device_code(http: &reqwest::Client, issuer: &str) -> Result<DeviceCode, LoginError> {
+pub async fn request_device_code(
+    http: &reqwest::Client,
+    issuer: &str,
+) -> Result<DeviceCode, LoginError> {
     let response = http
         .post(format!("{issuer}/api/accounts/deviceauth/usercode"))
         .json(&json!({"client_id": CLIENT_ID}))
@@ -43,7 +46,8 @@ pub async fn request_device_code(http: &reqwest::Client, issuer: &str) -> Result
         .map_err(|_| LoginError::Exchange("cannot reach the sign-in server".to_string()))?;
     if response.status() == reqwest::StatusCode::NOT_FOUND {
         return Err(LoginError::Exchange(
-            "device-code login is not enabled for this sign-in server; use the browser login".to_string(),
+            "device-code login is not enabled for this sign-in server; use the browser login"
+                .to_string(),
         ));
     }
     let status = response.status();
@@ -86,14 +90,19 @@ pub async fn complete_device_login(
             .await;
         match response {
             Ok(r) if r.status().is_success() => {
-                let grant: DeviceTokenResponse = r
-                    .json()
-                    .await
-                    .map_err(|_| LoginError::Exchange("the device-code grant is malformed".to_string()))?;
+                let grant: DeviceTokenResponse = r.json().await.map_err(|_| {
+                    LoginError::Exchange("the device-code grant is malformed".to_string())
+                })?;
                 let redirect_uri = format!("{issuer}/deviceauth/callback");
-                return exchange_code(http, issuer, &grant.authorization_code, &redirect_uri, &grant.code_verifier)
-                    .await
-                    .map_err(LoginError::Exchange);
+                return exchange_code(
+                    http,
+                    issuer,
+                    &grant.authorization_code,
+                    &redirect_uri,
+                    &grant.code_verifier,
+                )
+                .await
+                .map_err(LoginError::Exchange);
             }
             // 403 and 404 mean the user has not entered the code yet.
             Ok(r) if matches!(r.status().as_u16(), 403 | 404) => {}

@@ -45,14 +45,27 @@ pub async fn exchange_code(
         .timeout(std::time::Duration::from_secs(30))
         .send()
         .await
-        .map_err(|e| format!("cannot reach the sign-in server ({})", if e.is_timeout() { "timed out" } else { "connection failed" }))?;
+        .map_err(|e| {
+            format!(
+                "cannot reach the sign-in server ({})",
+                if e.is_timeout() {
+                    "timed out"
+                } else {
+                    "connection failed"
+                }
+            )
+        })?;
     let status = response.status();
     let body = response.bytes().await.unwrap_or_default();
     if !status.is_success() {
-        return Err(format!("the sign-in server refused the login: {}", error_text(&body, status.as_u16())));
+        return Err(format!(
+            "the sign-in server refused the login: {}",
+            error_text(&body, status.as_u16())
+        ));
     }
-    let tokens: TokenResponse = serde_json::from_slice(&body)
-        .map_err(|_| "the sign-in server's answer has no id, access and refresh token".to_string())?;
+    let tokens: TokenResponse = serde_json::from_slice(&body).map_err(|_| {
+        "the sign-in server's answer has no id, access and refresh token".to_string()
+    })?;
     let mut found = claims::decode(&tokens.id_token).unwrap_or_default();
     let access = claims::decode(&tokens.access_token).unwrap_or_default();
     found.plan = access.plan.or(found.plan);
@@ -72,8 +85,16 @@ pub async fn exchange_code(
 /// `error`, else the body.
 pub fn error_text(body: &[u8], status: u16) -> String {
     let Ok(value) = serde_json::from_slice::<Value>(body) else {
-        let text = String::from_utf8_lossy(body).trim().chars().take(200).collect::<String>();
-        return if text.is_empty() { format!("HTTP {status}") } else { text };
+        let text = String::from_utf8_lossy(body)
+            .trim()
+            .chars()
+            .take(200)
+            .collect::<String>();
+        return if text.is_empty() {
+            format!("HTTP {status}")
+        } else {
+            text
+        };
     };
     let text = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_string);
     text(value.get("error_description"))
@@ -89,9 +110,18 @@ mod tests {
 
     #[test]
     fn issuer_errors_read_like_codex_reads_them() {
-        assert_eq!(error_text(br#"{"error":"invalid_grant","error_description":"bad code"}"#, 400), "bad code");
+        assert_eq!(
+            error_text(
+                br#"{"error":"invalid_grant","error_description":"bad code"}"#,
+                400
+            ),
+            "bad code"
+        );
         assert_eq!(error_text(br#"{"error":{"message":"nope"}}"#, 400), "nope");
-        assert_eq!(error_text(br#"{"error":"invalid_grant"}"#, 400), "invalid_grant");
+        assert_eq!(
+            error_text(br#"{"error":"invalid_grant"}"#, 400),
+            "invalid_grant"
+        );
         assert_eq!(error_text(b"", 502), "HTTP 502");
     }
 }

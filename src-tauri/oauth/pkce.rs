@@ -15,7 +15,10 @@ impl Pkce {
     pub fn generate() -> Result<Pkce, getrandom::Error> {
         let verifier = random_token(64)?;
         let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
-        Ok(Pkce { verifier, challenge })
+        Ok(Pkce {
+            verifier,
+            challenge,
+        })
     }
 }
 
@@ -34,7 +37,10 @@ mod tests {
     fn challenge_is_the_s256_of_the_verifier() {
         let p = Pkce::generate().unwrap();
         assert_eq!(p.verifier.len(), 86);
-        assert_eq!(p.challenge, URL_SAFE_NO_PAD.encode(Sha256::digest(p.verifier.as_bytes())));
+        assert_eq!(
+            p.challenge,
+            URL_SAFE_NO_PAD.encode(Sha256::digest(p.verifier.as_bytes()))
+        );
         assert_ne!(random_token(32).unwrap(), random_token(32).unwrap());
     }
 }

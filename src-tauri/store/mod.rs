@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 pub use accounts_file::{AccountRecord, AccountsFile, NeedsLogin, Parts, StoredSecret};
 pub use atomic::{create_private_dir, write_atomic, FileLock};
 pub use bindings_file::{BindingsFile, StoredBinding};
-pub use vault::{Keychain, TokenSet, VaultError};
 use sha2::{Digest, Sha256};
+pub use vault::{Keychain, TokenSet, VaultError};
 
 use crate::paths::Paths;
 
@@ -78,7 +78,11 @@ pub struct Store {
 impl Store {
     /// A store that keeps tokens in the accounts file (tests, headless machines).
     pub fn new(paths: &Paths) -> Store {
-        Store::with_tokens(paths, TokenMode::File, Keychain::new(DEFAULT_KEYCHAIN_SERVICE))
+        Store::with_tokens(
+            paths,
+            TokenMode::File,
+            Keychain::new(DEFAULT_KEYCHAIN_SERVICE),
+        )
     }
 
     pub fn with_tokens(paths: &Paths, mode: TokenMode, keychain: Keychain) -> Store {

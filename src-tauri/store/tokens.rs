@@ -72,7 +72,11 @@ impl Store {
         let file = self.load_accounts()?;
         let in_keychain = self.mode == TokenMode::Keychain;
         let mut moved = 0;
-        for record in file.accounts.iter().filter(|r| r.tokens_in_keychain() != in_keychain) {
+        for record in file
+            .accounts
+            .iter()
+            .filter(|r| r.tokens_in_keychain() != in_keychain)
+        {
             let tokens = self.read_tokens(record)?;
             if tokens.refresh.is_none() && tokens.access.is_none() {
                 continue;
