@@ -32,6 +32,9 @@ pub struct ImportReport {
     pub warnings: Vec<String>,
 }
 
+/// Reads one account entry of a known format.
+type ReadAccount = fn(&Value) -> Result<Imported, String>;
+
 struct Imported {
     record: AccountRecord,
     tokens: TokenSet,
@@ -137,7 +140,7 @@ fn read_source(path: &Path) -> Result<(ImportSource, Vec<Imported>), ImportError
         .get("accounts")
         .and_then(Value::as_array)
         .ok_or_else(|| fail("is not a format cma knows (multi-auth version 1, a version-3 pool, or Codex's auth.json): no `accounts` list and no `tokens`".to_string()))?;
-    let (source, read): (ImportSource, fn(&Value) -> Result<Imported, String>) =
+    let (source, read): (ImportSource, ReadAccount) =
         match value.get("version").and_then(Value::as_u64) {
             Some(1) => (ImportSource::MultiAuthV1, multi_auth_v1),
             Some(3) => (ImportSource::PoolV3, pool_v3),
