@@ -7,6 +7,7 @@
 pub mod accounts;
 pub mod app;
 pub mod cli;
+pub mod codex_config;
 #[cfg(feature = "desktop")]
 pub mod desktop;
 pub mod oauth;

@@ -1,0 +1,161 @@
+//! The TOML edits themselves, with toml_edit so that comments, order and formatting of
+//! everything else survive.
+
+use toml_edit::{value, DocumentMut, Item, Table};
+
+use super::ProviderSettings;
+
+/// The provider id and display name the router's block uses (the seed's).
+pub const PROVIDER_ID: &str = "multi-auth-proxy";
+pub const PROVIDER_NAME: &str = "Codex App Account Router";
+
+fn parse(text: &str) -> Result<DocumentMut, String> {
+    text.parse::<DocumentMut>()
+        .map_err(|e| e.to_string().trim().replace('\n', " "))
+}
+
+/// The `model_provider` a config selects.
+pub fn model_provider(text: &str) -> Option<String> {
+    parse(text)
+        .ok()?
+        .get("model_provider")?
+        .as_str()
+        .map(str::to_string)
+}
+
+/// The block as it should read, for display.
+pub fn desired_block(settings: &ProviderSettings) -> String {
+    apply_block("", settings).unwrap_or_default()
+}
+
+/// Points `model_provider` at the router's provider and writes its block; sets only what
+/// differs, so a second run changes nothing.
+pub fn apply_block(text: &str, settings: &ProviderSettings) -> Result<String, String> {
+    let mut doc = parse(text)?;
+    if doc.get("model_provider").and_then(Item::as_str) != Some(PROVIDER_ID) {
+        doc["model_provider"] = value(PROVIDER_ID);
+    }
+    let providers = doc
+        .entry("model_providers")
+        .or_insert_with(|| {
+            let mut t = Table::new();
+            t.set_implicit(true);
+            Item::Table(t)
+        })
+        .as_table_mut()
+        .ok_or("`model_providers` is not a table")?;
+    let block = providers
+        .entry(PROVIDER_ID)
+        .or_insert_with(|| Item::Table(Table::new()))
+        .as_table_mut()
+        .ok_or("`model_providers.multi-auth-proxy` is not a table")?;
+    set_str(block, "name", PROVIDER_NAME);
+    set_str(block, "base_url", &settings.base_url);
+    set_str(block, "wire_api", "responses");
+    if block.get("supports_websockets").and_then(Item::as_bool) != Some(false) {
+        block["supports_websockets"] = value(false);
+    }
+    if settings.with_token {
+        set_str(block, "env_key", "CODEX_PROXY_TOKEN");
+    } else {
+        block.remove("env_key");
+    }
+    // Codex would hand the user's own ChatGPT login to us with it; we never want that.
+    block.remove("requires_openai_auth");
+    Ok(doc.to_string())
+}
+
+fn set_str(table: &mut Table, key: &str, wanted: &str) {
+    if table.get(key).and_then(Item::as_str) != Some(wanted) {
+        table[key] = value(wanted);
+    }
+}
+
+/// Takes out only what `apply_block` put in, leaving the user's later edits.
+pub fn remove_block(text: &str, original_provider: Option<&str>) -> Result<String, String> {
+    let mut doc = parse(text)?;
+    if let Some(providers) = doc.get_mut("model_providers").and_then(Item::as_table_mut) {
+        providers.remove(PROVIDER_ID);
+        if providers.is_empty() && providers.is_implicit() {
+            doc.remove("model_providers");
+        }
+    }
+    if doc.get("model_provider").and_then(Item::as_str) == Some(PROVIDER_ID) {
+        match original_provider {
+            Some(p) => doc["model_provider"] = value(p),
+            None => {
+                doc.remove("model_provider");
+            }
+        }
+    }
+    Ok(doc.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(with_token: bool) -> ProviderSettings {
+        ProviderSettings {
+            base_url: "http://127.0.0.1:8787/v1".into(),
+            with_token,
+        }
+    }
+
+    const USER: &str = r#"# my Codex settings
+model = "gpt-5.5" # the default
+model_provider = "openai"
+
+[profiles.fast]
+model = "gpt-5.4-mini"
+
+# a local model
+[model_providers.ollama-local]
+name = "Ollama"
+base_url = "http://localhost:11434/v1"
+"#;
+
+    #[test]
+    fn keeps_comments_and_other_tables_and_is_idempotent() {
+        let once = apply_block(USER, &settings(false)).unwrap();
+        for kept in [
+            "# my Codex settings",
+            "# the default",
+            "[profiles.fast]",
+            "# a local model",
+            "[model_providers.ollama-local]",
+        ] {
+            assert!(once.contains(kept), "{kept} lost:\n{once}");
+        }
+        assert!(
+            once.contains("model_provider = \"multi-auth-proxy\""),
+            "{once}"
+        );
+        assert!(once.contains("[model_providers.multi-auth-proxy]"));
+        assert!(once.contains("supports_websockets = false"));
+        assert!(!once.contains("env_key"));
+        assert_eq!(apply_block(&once, &settings(false)).unwrap(), once);
+        let with_token = apply_block(&once, &settings(true)).unwrap();
+        assert!(with_token.contains("env_key = \"CODEX_PROXY_TOKEN\""));
+    }
+
+    #[test]
+    fn removing_takes_out_only_our_lines() {
+        let applied = apply_block(USER, &settings(true)).unwrap();
+        let edited = applied.replace("model = \"gpt-5.5\"", "model = \"gpt-6\"");
+        let removed = remove_block(&edited, Some("openai")).unwrap();
+        assert!(
+            removed.contains("model = \"gpt-6\""),
+            "the user's later edit stays"
+        );
+        assert!(removed.contains("model_provider = \"openai\""));
+        assert!(!removed.contains("multi-auth-proxy"));
+        assert!(removed.contains("[model_providers.ollama-local]"));
+    }
+
+    #[test]
+    fn invalid_toml_is_reported_with_its_line() {
+        let err = apply_block("model = \"x\"\n[broken\n", &settings(false)).unwrap_err();
+        assert!(err.contains("line 2"), "{err}");
+    }
+}
