@@ -16,4 +16,5 @@ pub mod proxy;
 pub mod routing;
 pub mod sensitive;
 pub mod settings;
+pub mod startup;
 pub mod store;
