@@ -4,6 +4,7 @@
 mod accounts;
 mod import;
 mod login;
+mod operator;
 mod port;
 
 use std::net::SocketAddr;
@@ -17,6 +18,10 @@ pub use accounts::{
 };
 pub use import::{import_accounts, ImportReport, ImportSource};
 pub use login::{save_login, LoginOutcome};
+pub use operator::{
+    activate_startup, configure_codex, exempt_loopback_in_codex_env, provider_settings,
+    proxy_without_loopback_exemption, revert_codex, startup_entry, startup_environment,
+};
 pub use port::PortHolder;
 
 use crate::accounts::{now_ms, Pool};

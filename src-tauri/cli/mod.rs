@@ -2,6 +2,7 @@
 //! `--json` for scripts, a non-zero exit code on failure.
 
 mod login;
+mod operator;
 mod output;
 
 use std::process::ExitCode;
@@ -67,6 +68,29 @@ enum Command {
     Label { account: String, label: String },
     /// Start new sessions on this account (sticky strategy).
     Use { account: String },
+    /// Point Codex at the router (edits $CODEX_HOME/config.toml, keeping a backup).
+    Configure {
+        /// Show the change without making it.
+        #[arg(long)]
+        dry_run: bool,
+        /// Put the original config back.
+        #[arg(long)]
+        revert: bool,
+        /// Do not add NO_PROXY for loopback to $CODEX_HOME/.env when a proxy is set.
+        #[arg(long)]
+        no_env: bool,
+    },
+    /// Start the router at every login (systemd user unit, LaunchAgent, Scheduled Task).
+    InstallStartup {
+        /// Only write the definition; do not register or start it now.
+        #[arg(long)]
+        no_activate: bool,
+    },
+    /// Stop starting the router at login.
+    UninstallStartup {
+        #[arg(long)]
+        no_activate: bool,
+    },
     /// Forget every account on this machine.
     Logout {
         /// Confirm; without it nothing is removed.
@@ -131,6 +155,13 @@ async fn run(command: Command) -> Result<(), AppError> {
             timeout,
         } => login::run(&settings, device, no_browser, Duration::from_secs(timeout)).await,
         Command::SyncAccounts { from } => login::sync(&settings, from).await,
+        Command::Configure {
+            dry_run,
+            revert,
+            no_env,
+        } => operator::configure(&settings, dry_run, revert, !no_env),
+        Command::InstallStartup { no_activate } => operator::install_startup(!no_activate),
+        Command::UninstallStartup { no_activate } => operator::uninstall_startup(!no_activate),
         Command::Enable { account } => {
             change(&settings, account, AccountChange::Enable, "enabled").await
         }
