@@ -2,6 +2,7 @@
 //! read its status, list and remove accounts.
 
 mod accounts;
+mod doctor;
 mod import;
 mod login;
 mod operator;
@@ -16,6 +17,7 @@ pub use accounts::{
     change_account, find_accounts, list_accounts, logout_all, remove_account, AccountChange,
     AccountSelector,
 };
+pub use doctor::{diagnose, Finding, Verdict};
 pub use import::{import_accounts, ImportReport, ImportSource};
 pub use login::{save_login, LoginOutcome};
 pub use operator::{

@@ -1,6 +1,7 @@
 //! `cma` commands: parse, call `app`, print. Data on stdout, `error:`/`hint:` on stderr,
 //! `--json` for scripts, a non-zero exit code on failure.
 
+mod doctor;
 mod login;
 mod operator;
 mod output;
@@ -91,6 +92,11 @@ enum Command {
         #[arg(long)]
         no_activate: bool,
     },
+    /// Check everything and say how to fix what is wrong.
+    Doctor {
+        #[arg(long)]
+        json: bool,
+    },
     /// Forget every account on this machine.
     Logout {
         /// Confirm; without it nothing is removed.
@@ -160,6 +166,15 @@ async fn run(command: Command) -> Result<(), AppError> {
             revert,
             no_env,
         } => operator::configure(&settings, dry_run, revert, !no_env),
+        Command::Doctor { json } => {
+            if doctor::run(&settings, json).await? {
+                Ok(())
+            } else {
+                Err(AppError::Select(
+                    "something is broken; see the fixes above".to_string(),
+                ))
+            }
+        }
         Command::InstallStartup { no_activate } => operator::install_startup(!no_activate),
         Command::UninstallStartup { no_activate } => operator::uninstall_startup(!no_activate),
         Command::Enable { account } => {
