@@ -86,13 +86,14 @@ pub fn import_accounts(
         found.extend(accounts);
     }
     let existing = store.load_accounts()?;
+    let mut seen = std::collections::HashSet::new();
     for imported in found {
         let key = imported.record.key();
         let name = imported.record.display_name();
         let current = existing.accounts.iter().find(|r| r.key() == key);
-        let seen_twice = report.added.contains(&name) || report.renewed.contains(&name);
+        // The same account in two files: the first copy wins.
         match current {
-            _ if seen_twice => {}
+            _ if !seen.insert(key.clone()) => {}
             Some(r) if r.needs_login.is_none() => report.unchanged.push(name),
             _ => {
                 let expires = imported.record.expires;
@@ -144,10 +145,15 @@ fn read_source(path: &Path) -> Result<(ImportSource, Vec<Imported>), ImportError
         match value.get("version").and_then(Value::as_u64) {
             Some(1) => (ImportSource::MultiAuthV1, multi_auth_v1),
             Some(3) => (ImportSource::PoolV3, pool_v3),
-            other => {
+            Some(other) => {
                 return Err(fail(format!(
-                    "has version {other:?}; cma reads versions 1 and 3"
+                    "has version {other}; cma reads versions 1 and 3"
                 )))
+            }
+            None => {
+                return Err(fail(
+                    "has no `version`; cma reads versions 1 and 3".to_string(),
+                ))
             }
         };
     let imported = accounts

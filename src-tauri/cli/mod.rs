@@ -5,6 +5,8 @@ mod doctor;
 mod login;
 mod operator;
 mod output;
+mod setup;
+mod smoke;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -97,6 +99,34 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Log in (when there is no account), configure Codex, start at login, show status.
+    Setup {
+        #[arg(long)]
+        skip_login: bool,
+        #[arg(long)]
+        skip_configure: bool,
+        #[arg(long)]
+        skip_startup: bool,
+        /// Write the startup entry but do not start it now.
+        #[arg(long)]
+        no_activate: bool,
+        /// Sign in with a device code.
+        #[arg(long)]
+        device: bool,
+        /// Print the sign-in URL instead of opening the browser.
+        #[arg(long)]
+        no_browser: bool,
+    },
+    /// Send one minimal request through the router and report how it went.
+    Smoke {
+        /// Check each account once.
+        #[arg(long)]
+        all_accounts: bool,
+        #[arg(long, default_value = "gpt-5.5")]
+        model: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Forget every account on this machine.
     Logout {
         /// Confirm; without it nothing is removed.
@@ -166,6 +196,35 @@ async fn run(command: Command) -> Result<(), AppError> {
             revert,
             no_env,
         } => operator::configure(&settings, dry_run, revert, !no_env),
+        Command::Setup {
+            skip_login,
+            skip_configure,
+            skip_startup,
+            no_activate,
+            device,
+            no_browser,
+        } => {
+            let steps = setup::SetupSteps {
+                login: !skip_login,
+                device,
+                no_browser,
+                configure: !skip_configure,
+                startup: !skip_startup,
+                activate: !no_activate,
+            };
+            setup::run(&settings, steps).await
+        }
+        Command::Smoke {
+            all_accounts,
+            model,
+            json,
+        } => {
+            if smoke::run(&settings, all_accounts, &model, json).await? {
+                Ok(())
+            } else {
+                Err(AppError::Select("the smoke test failed".to_string()))
+            }
+        }
         Command::Doctor { json } => {
             if doctor::run(&settings, json).await? {
                 Ok(())
@@ -240,7 +299,7 @@ async fn shutdown_signal() {
 }
 
 /// The running router's `/status`, or `None` when none answers.
-async fn live_status(settings: &Settings) -> Option<RouterStatus> {
+pub(crate) async fn live_status(settings: &Settings) -> Option<RouterStatus> {
     let client = reqwest::Client::builder()
         .no_proxy()
         .timeout(Duration::from_secs(3))
@@ -280,7 +339,7 @@ fn offline_accounts(settings: &Settings) -> Result<Vec<AccountStatus>, AppError>
         .collect())
 }
 
-async fn status(settings: &Settings, json: bool) -> Result<(), AppError> {
+pub(crate) async fn status(settings: &Settings, json: bool) -> Result<(), AppError> {
     let live = live_status(settings).await;
     if json {
         let value = match &live {

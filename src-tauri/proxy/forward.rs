@@ -4,6 +4,7 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
+use axum::http::HeaderValue;
 use axum::response::{IntoResponse, Response};
 use tracing::Instrument;
 
@@ -12,6 +13,11 @@ use super::upstream::{self, Answer, Failure, Outgoing, Replay};
 use super::ProxyState;
 use crate::accounts::{now_ms, AccountsError};
 use crate::routing::{availability, Availability, RequestIdentity};
+
+/// Request header naming the account (by key) that must serve, for checks.
+pub const FORCE_HEADER: &str = "x-cma-account";
+/// Response header naming the account that served.
+pub const SERVED_BY_HEADER: &str = "x-cma-account";
 
 /// When a limit answer says nothing about its reset, look again after this long.
 const UNKNOWN_RESET: Duration = Duration::from_secs(300);
@@ -44,7 +50,24 @@ async fn run(
         .as_deref()
         .and_then(|t| routing.bindings.turn_account(t));
 
-    while let Some(account) = routing.account_for(&identity, model, now_ms(), &tried) {
+    // `x-cma-account` pins one account (what `cma smoke --all-accounts` uses): no failover.
+    let forced = out
+        .headers
+        .get(FORCE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let next = |tried: &HashSet<String>| match &forced {
+        Some(key) => {
+            let usable = routing
+                .pool
+                .accounts()
+                .iter()
+                .any(|a| &a.key == key && availability(a, model, now_ms()) == Availability::Ok);
+            (usable && !tried.contains(key)).then(|| key.clone())
+        }
+        None => routing.account_for(&identity, model, now_ms(), tried),
+    };
+    while let Some(account) = next(&tried) {
         tried.insert(account.clone());
         let keep_turn_state = turn_account.as_deref().is_none_or(|t| t == account);
         let answer = attempt(state, &out, &account, keep_turn_state, timeouts).await;
@@ -64,6 +87,10 @@ async fn run(
                     now,
                 );
                 routing.pool.mark_used(&account, now);
+                let mut response = response;
+                if let Ok(name) = HeaderValue::from_str(&account_name(state, &account)) {
+                    response.headers_mut().insert(SERVED_BY_HEADER, name);
+                }
                 tracing::debug!(
                     account = %account_name(state, &account),
                     status = response.status().as_u16(),

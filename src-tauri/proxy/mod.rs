@@ -19,6 +19,7 @@ use axum::routing::{get, post};
 use bytes::Bytes;
 
 pub use error::ProxyError;
+pub use forward::{FORCE_HEADER, SERVED_BY_HEADER};
 pub use status::{snapshot, AccountStatus, RouterStatus, SERVICE_NAME};
 
 use crate::accounts::ALL_MODELS;

@@ -14,7 +14,8 @@ use super::sse::{self, Opening};
 use crate::accounts::{usage, Credentials, Pool};
 
 /// Headers that belong to one hop, or to the client's identity with us, never forwarded.
-const DROPPED_REQUEST_HEADERS: [&str; 14] = [
+const DROPPED_REQUEST_HEADERS: [&str; 15] = [
+    "x-cma-account",
     "host",
     "authorization",
     "chatgpt-account-id",

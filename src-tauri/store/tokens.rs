@@ -2,7 +2,7 @@
 //! The file always says where (`tokenStore`), so a router never guesses.
 
 use super::accounts_file::KEYCHAIN;
-use super::{AccountRecord, Store, StoreError, StoredSecret, TokenMode, TokenSet};
+use super::{AccountRecord, Store, StoreError, StoredSecret, TokenMode, TokenSet, VaultError};
 
 impl Store {
     /// An account's tokens from wherever they are. May wait on the keychain: call it off the
@@ -77,7 +77,25 @@ impl Store {
             .iter()
             .filter(|r| r.tokens_in_keychain() != in_keychain)
         {
-            let tokens = self.read_tokens(record)?;
+            let tokens = match self.read_tokens(record) {
+                Ok(tokens) => tokens,
+                // An entry deleted behind our back must not lock out every other account:
+                // this one is flagged for a new login and the rest move on.
+                Err(StoreError::Vault(VaultError::Missing(_) | VaultError::Garbled(_))) => {
+                    let key = record.key();
+                    self.update_accounts(|file| {
+                        if let Some(r) = file.accounts.iter_mut().find(|r| r.key() == key) {
+                            r.token_store = None;
+                            r.needs_login = Some(super::NeedsLogin {
+                                code: "keychain_entry_missing".to_string(),
+                                since: crate::accounts::now_ms(),
+                            });
+                        }
+                    })?;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             if tokens.refresh.is_none() && tokens.access.is_none() {
                 continue;
             }
