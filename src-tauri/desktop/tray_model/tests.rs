@@ -1,0 +1,190 @@
+//! Every tray state, from snapshot to icon, bars, tooltip and menu.
+
+use serde_json::json;
+
+use super::*;
+
+const NOW: i64 = 1_800_000_000_000;
+
+fn account(email: &str, state: &str, used: Option<(f64, f64)>) -> AccountStatus {
+    AccountStatus {
+        index: 0,
+        key: format!("acct-{email}/u"),
+        label: None,
+        email: Some(email.to_string()),
+        plan: Some("plus".to_string()),
+        enabled: state != "disabled",
+        state: state.to_string(),
+        until: (state == "limited").then_some(NOW + 3_720_000),
+        needs_login_reason: (state == "needs-login").then(|| "refresh_token_reused".to_string()),
+        limits: Default::default(),
+        usage: used.map(|(p, s)| {
+            json!({"primary": {"usedPercent": p, "resetsAt": NOW / 1000 + 3600}, "secondary": {"usedPercent": s}})
+        }),
+        last_used: None,
+        preferred: false,
+    }
+}
+
+fn input<'a>(router: &'a RouterState, accounts: &'a [AccountStatus]) -> TrayInput<'a> {
+    TrayInput {
+        router,
+        accounts,
+        strategy: Strategy::Sticky,
+        start_at_login: true,
+        now_ms: NOW,
+    }
+}
+
+fn running() -> RouterState {
+    RouterState::Running {
+        base_url: "http://127.0.0.1:8787/v1".into(),
+    }
+}
+
+#[test]
+fn icon_state_follows_the_pool() {
+    let r = running();
+    let healthy = [
+        account("a@x", "ok", Some((10.0, 5.0))),
+        account("b@x", "ok", None),
+    ];
+    assert_eq!(icon_state(&input(&r, &healthy)), IconState::AllHealthy);
+    let some = [account("a@x", "limited", None), account("b@x", "ok", None)];
+    assert_eq!(icon_state(&input(&r, &some)), IconState::SomeLimited);
+    let all = [
+        account("a@x", "limited", None),
+        account("b@x", "disabled", None),
+    ];
+    assert_eq!(
+        icon_state(&input(&r, &all)),
+        IconState::AllLimited {
+            earliest_reset: NOW + 3_720_000
+        }
+    );
+    let login = [
+        account("a@x", "needs-login", None),
+        account("b@x", "ok", None),
+    ];
+    assert_eq!(icon_state(&input(&r, &login)), IconState::NeedsLogin);
+    assert_eq!(icon_state(&input(&r, &[])), IconState::NoAccounts);
+    assert_eq!(
+        icon_state(&input(&RouterState::Stopped, &healthy)),
+        IconState::Stopped
+    );
+    let taken = RouterState::PortTaken {
+        port: 8787,
+        holder: Some("headroom (pid 7)".into()),
+    };
+    assert_eq!(icon_state(&input(&taken, &healthy)), IconState::PortTaken);
+}
+
+#[test]
+fn one_bar_per_account_sized_by_headroom_and_coloured_by_state() {
+    let accounts = [
+        account("a@x", "ok", Some((40.0, 10.0))),
+        account("b@x", "ok", Some((95.0, 10.0))),
+        account("c@x", "limited", Some((100.0, 50.0))),
+        account("d@x", "needs-login", None),
+        account("e@x", "disabled", Some((0.0, 0.0))),
+    ];
+    let b = bars(&accounts);
+    assert_eq!(b.len(), 5);
+    assert!((b[0].headroom - 0.6).abs() < 1e-9 && b[0].colour == BarColour::Healthy);
+    assert_eq!(b[1].colour, BarColour::Low);
+    assert_eq!((b[2].headroom, b[2].colour), (0.0, BarColour::Limited));
+    assert_eq!(b[3].colour, BarColour::NeedsLogin);
+    assert_eq!(b[4].colour, BarColour::Disabled);
+}
+
+#[test]
+fn tooltip_summarises_accounts_and_the_next_reset() {
+    let r = running();
+    let accounts = [
+        account("a@x", "ok", None),
+        account("b@x", "limited", None),
+        account("c@x", "needs-login", None),
+    ];
+    let text = tooltip(&input(&r, &accounts));
+    assert_eq!(
+        text,
+        "Codex App Account Router: 3 accounts, 1 ok, 1 limited, 1 need login; next reset in 1h 02m"
+    );
+    let taken = RouterState::PortTaken {
+        port: 8787,
+        holder: Some("headroom (pid 7)".into()),
+    };
+    assert!(tooltip(&input(&taken, &accounts)).contains("port 8787 is taken by headroom (pid 7)"));
+}
+
+#[test]
+fn menu_lists_accounts_with_usage_and_every_action() {
+    let r = running();
+    let mut a = account("a@x", "ok", Some((42.0, 17.0)));
+    a.preferred = true;
+    let accounts = [a, account("b@x", "limited", None)];
+    let entries = menu(&input(&r, &accounts));
+    let labels: Vec<&str> = entries.iter().map(|e| e.label.as_str()).collect();
+    assert_eq!(labels[0], "Router: http://127.0.0.1:8787/v1 (sticky)");
+    assert_eq!(labels[1], "a@x (plus) — 5h 42% ↻1h 00m · week 17%");
+    assert_eq!(labels[2], "b@x (plus) — limited, resets in 1h 02m");
+    assert_eq!(
+        &labels[3..],
+        [
+            "Add account…",
+            "Open dashboard",
+            "Strategy",
+            "Start at login",
+            "Configure Codex",
+            "Quit"
+        ]
+    );
+    let actions: Vec<MenuId> = entries[1].children.iter().map(|c| c.id.clone()).collect();
+    assert_eq!(
+        actions,
+        [
+            MenuId::UseForNewSessions("acct-a@x/u".into()),
+            MenuId::ToggleEnabled("acct-a@x/u".into()),
+            MenuId::Relogin("acct-a@x/u".into()),
+            MenuId::Remove("acct-a@x/u".into())
+        ]
+    );
+    assert_eq!(entries[1].children[0].checked, Some(true));
+    let strategies = &entries[5].children;
+    assert_eq!(
+        strategies
+            .iter()
+            .filter(|s| s.checked == Some(true))
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn menu_ids_round_trip() {
+    for id in [
+        MenuId::UseForNewSessions("acct/u".into()),
+        MenuId::Remove("acct:with:colons/u".into()),
+        MenuId::SetStrategy(Strategy::RoundRobin),
+        MenuId::AddAccount,
+        MenuId::Quit,
+    ] {
+        assert_eq!(MenuId::from_id(&id.id()), Some(id.clone()), "{}", id.id());
+    }
+    assert_eq!(MenuId::from_id("nonsense"), None);
+}
+
+#[test]
+fn a_taken_port_says_how_to_fix_it_in_the_menu() {
+    let taken = RouterState::PortTaken {
+        port: 8787,
+        holder: None,
+    };
+    let entries = menu(&input(&taken, &[]));
+    assert!(
+        entries[0].label.contains("CODEX_PROXY_PORT"),
+        "{}",
+        entries[0].label
+    );
+    assert_eq!(entries[1].label, "No account yet");
+}
