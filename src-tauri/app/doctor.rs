@@ -52,7 +52,17 @@ pub async fn diagnose(
     let mut out = Vec::new();
     let running = check_router(settings, &mut out).await;
     check_codex_config(settings, &mut out);
-    if let Some(proxy) = super::proxy_without_loopback_exemption(env) {
+    // Codex also loads NO_PROXY from $CODEX_HOME/.env (where `cma configure` puts it).
+    let codex_env = read_env_file(&settings.paths.codex_home.join(".env"));
+    let with_codex_env = |k: &str| {
+        env(k).or_else(|| {
+            codex_env
+                .iter()
+                .find(|(name, _)| name == k)
+                .map(|(_, v)| v.clone())
+        })
+    };
+    if let Some(proxy) = super::proxy_without_loopback_exemption(&with_codex_env) {
         out.push(finding("proxy", Verdict::Warn, format!("{proxy} is set and NO_PROXY does not exempt loopback, so Codex would reach the router through that proxy"), "cma configure (adds NO_PROXY to $CODEX_HOME/.env), or export NO_PROXY=127.0.0.1,localhost,::1"));
     } else {
         out.push(finding(
@@ -92,6 +102,18 @@ pub async fn diagnose(
     });
     out.push(check_codex_cli(env).await);
     out
+}
+
+/// `KEY=value` lines of a dotenv file; quotes around the value are dropped.
+fn read_env_file(path: &Path) -> Vec<(String, String)> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| {
+            let (k, v) = line.trim().trim_start_matches("export ").split_once('=')?;
+            Some((k.trim().to_string(), v.trim().trim_matches('"').to_string()))
+        })
+        .collect()
 }
 
 async fn check_router(settings: &Settings, out: &mut Vec<Finding>) -> bool {

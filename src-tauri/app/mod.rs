@@ -11,6 +11,7 @@ mod port;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
 use tokio::sync::watch;
 
 pub use accounts::{
@@ -155,6 +156,11 @@ pub async fn start_router(settings: Settings) -> Result<RunningRouter, AppError>
                         tokio::task::spawn_blocking(move || b.save_if_changed(&s, now_ms())).await;
                 }
             }
+        });
+        // Without TCP_NODELAY the last small writes of a stream wait for the client's delayed
+        // ACK: measured, every turn ended about 40 ms late.
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
         });
         let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
             let _ = stop.wait_for(|stopped| *stopped).await;

@@ -26,6 +26,8 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("{0} is read-only; make it writable (chmod u+w) so that cma can change it")]
+    ReadOnly(PathBuf),
     #[error("there is nothing to revert: {0} has no backup made by cma")]
     NothingToRevert(PathBuf),
 }
@@ -81,8 +83,6 @@ struct State {
     original_existed: bool,
     /// SHA-256 of the file as cma last wrote it.
     written_sha256: String,
-    /// The user's `model_provider` before ours, to put back.
-    original_model_provider: Option<String>,
 }
 
 /// The files of one Codex home.
@@ -158,14 +158,9 @@ impl CodexConfig {
             state = State {
                 original_existed: plan.before.is_some(),
                 written_sha256: String::new(),
-                original_model_provider: plan
-                    .before
-                    .as_deref()
-                    .and_then(patch::model_provider)
-                    .filter(|p| p != PROVIDER_ID),
             };
         }
-        write(&self.path, plan.after.as_bytes())?;
+        write_user_file(&self.path, plan.after.as_bytes())?;
         state.written_sha256 = sha256(&plan.after);
         let json = serde_json::to_vec_pretty(&state).unwrap_or_default();
         write(&self.state_path(), &json)?;
@@ -185,10 +180,7 @@ impl CodexConfig {
         let untouched = current.as_deref().map(sha256) == Some(state.written_sha256.clone());
         let result = if untouched {
             if state.original_existed {
-                write_atomic(&self.path, &original).map_err(|source| ConfigError::Write {
-                    path: self.path.clone(),
-                    source,
-                })
+                write_user_file(&self.path, &original)
             } else {
                 std::fs::remove_file(&self.path)
                     .or_else(ignore_missing)
@@ -199,15 +191,14 @@ impl CodexConfig {
             }
         } else {
             let text = current.unwrap_or_default();
-            let cleaned = patch::remove_block(&text, state.original_model_provider.as_deref())
-                .map_err(|message| ConfigError::Invalid {
+            let backup_text = String::from_utf8_lossy(&original);
+            let cleaned = patch::remove_block(&text, &backup_text).map_err(|message| {
+                ConfigError::Invalid {
                     path: self.path.clone(),
                     message,
-                })?;
-            write_atomic(&self.path, cleaned.as_bytes()).map_err(|source| ConfigError::Write {
-                path: self.path.clone(),
-                source,
-            })
+                }
+            })?;
+            write_user_file(&self.path, cleaned.as_bytes())
         };
         result?;
         let _ = std::fs::remove_file(&backup);
@@ -226,6 +217,25 @@ impl CodexConfig {
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or_default()
     }
+}
+
+/// Replaces a file of the user's the way an editor would: through a symlink to its target,
+/// keeping its permissions, and refusing a read-only one (a rename would silently replace it).
+fn write_user_file(path: &Path, bytes: &[u8]) -> Result<(), ConfigError> {
+    let target = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let permissions = std::fs::metadata(&target).ok().map(|m| m.permissions());
+    if permissions.as_ref().is_some_and(|p| p.readonly()) {
+        return Err(ConfigError::ReadOnly(target));
+    }
+    let failed = |source| ConfigError::Write {
+        path: target.clone(),
+        source,
+    };
+    write_atomic(&target, bytes).map_err(failed)?;
+    if let Some(p) = permissions {
+        std::fs::set_permissions(&target, p).map_err(failed)?;
+    }
+    Ok(())
 }
 
 fn ignore_missing(e: std::io::Error) -> std::io::Result<()> {

@@ -14,15 +14,6 @@ fn parse(text: &str) -> Result<DocumentMut, String> {
         .map_err(|e| e.to_string().trim().replace('\n', " "))
 }
 
-/// The `model_provider` a config selects.
-pub fn model_provider(text: &str) -> Option<String> {
-    parse(text)
-        .ok()?
-        .get("model_provider")?
-        .as_str()
-        .map(str::to_string)
-}
-
 /// The block as it should read, for display.
 pub fn desired_block(settings: &ProviderSettings) -> String {
     apply_block("", settings).unwrap_or_default()
@@ -32,9 +23,7 @@ pub fn desired_block(settings: &ProviderSettings) -> String {
 /// differs, so a second run changes nothing.
 pub fn apply_block(text: &str, settings: &ProviderSettings) -> Result<String, String> {
     let mut doc = parse(text)?;
-    if doc.get("model_provider").and_then(Item::as_str) != Some(PROVIDER_ID) {
-        doc["model_provider"] = value(PROVIDER_ID);
-    }
+    set_str(doc.as_table_mut(), "model_provider", PROVIDER_ID);
     let providers = doc
         .entry("model_providers")
         .or_insert_with(|| {
@@ -53,7 +42,7 @@ pub fn apply_block(text: &str, settings: &ProviderSettings) -> Result<String, St
     set_str(block, "base_url", &settings.base_url);
     set_str(block, "wire_api", "responses");
     if block.get("supports_websockets").and_then(Item::as_bool) != Some(false) {
-        block["supports_websockets"] = value(false);
+        replace_keeping_comment(block, "supports_websockets", value(false));
     }
     if settings.with_token {
         set_str(block, "env_key", "CODEX_PROXY_TOKEN");
@@ -67,22 +56,48 @@ pub fn apply_block(text: &str, settings: &ProviderSettings) -> Result<String, St
 
 fn set_str(table: &mut Table, key: &str, wanted: &str) {
     if table.get(key).and_then(Item::as_str) != Some(wanted) {
-        table[key] = value(wanted);
+        replace_keeping_comment(table, key, value(wanted));
     }
 }
 
-/// Takes out only what `apply_block` put in, leaving the user's later edits.
-pub fn remove_block(text: &str, original_provider: Option<&str>) -> Result<String, String> {
+/// Sets `key`, keeping the comment and spacing around the old value (`x = "a" # why`).
+fn replace_keeping_comment(table: &mut Table, key: &str, new: Item) {
+    let decor = table
+        .get(key)
+        .and_then(Item::as_value)
+        .map(|v| v.decor().clone());
+    table[key] = new;
+    if let (Some(decor), Some(v)) = (decor, table.get_mut(key).and_then(Item::as_value_mut)) {
+        *v.decor_mut() = decor;
+    }
+}
+
+/// Takes out what `apply_block` changed, leaving the user's later edits: the provider table
+/// and `model_provider` go back to what the original (`backup`) had, or go away if it had none.
+pub fn remove_block(text: &str, backup: &str) -> Result<String, String> {
     let mut doc = parse(text)?;
+    let original = parse(backup).unwrap_or_default();
+    let original_block = original
+        .get("model_providers")
+        .and_then(Item::as_table)
+        .and_then(|t| t.get(PROVIDER_ID))
+        .cloned();
     if let Some(providers) = doc.get_mut("model_providers").and_then(Item::as_table_mut) {
-        providers.remove(PROVIDER_ID);
+        match original_block {
+            Some(block) => {
+                providers.insert(PROVIDER_ID, block);
+            }
+            None => {
+                providers.remove(PROVIDER_ID);
+            }
+        }
         if providers.is_empty() && providers.is_implicit() {
             doc.remove("model_providers");
         }
     }
     if doc.get("model_provider").and_then(Item::as_str) == Some(PROVIDER_ID) {
-        match original_provider {
-            Some(p) => doc["model_provider"] = value(p),
+        match original.get("model_provider").and_then(Item::as_str) {
+            Some(p) => set_str(doc.as_table_mut(), "model_provider", p),
             None => {
                 doc.remove("model_provider");
             }
@@ -143,7 +158,7 @@ base_url = "http://localhost:11434/v1"
     fn removing_takes_out_only_our_lines() {
         let applied = apply_block(USER, &settings(true)).unwrap();
         let edited = applied.replace("model = \"gpt-5.5\"", "model = \"gpt-6\"");
-        let removed = remove_block(&edited, Some("openai")).unwrap();
+        let removed = remove_block(&edited, USER).unwrap();
         assert!(
             removed.contains("model = \"gpt-6\""),
             "the user's later edit stays"

@@ -1,6 +1,7 @@
 //! The desktop front end: a Tauri app that runs the router inside it. The tray, the
 //! dashboard window and notifications attach here; this is the only module that uses Tauri.
 
+pub mod tray_icon;
 pub mod tray_model;
 
 use std::process::ExitCode;

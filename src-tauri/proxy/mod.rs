@@ -17,6 +17,7 @@ use axum::http::{header, HeaderMap, Method};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bytes::Bytes;
+use futures_util::StreamExt;
 
 pub use error::ProxyError;
 pub use forward::{FORCE_HEADER, SERVED_BY_HEADER};
@@ -166,13 +167,17 @@ async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Byte
     if declared.is_some_and(|len| len > limit as u64) {
         return Err(ProxyError::BodyTooLarge { limit });
     }
-    axum::body::to_bytes(body, limit).await.map_err(|e| {
-        let too_large = std::error::Error::source(&e)
-            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-        if too_large {
-            ProxyError::BodyTooLarge { limit }
-        } else {
-            ProxyError::BodyRead(e.to_string())
+    // One buffer sized from Content-Length: collecting chunks and joining them would copy a
+    // large body twice and leave the allocator holding both.
+    let mut buffer =
+        bytes::BytesMut::with_capacity(declared.unwrap_or(0).min(limit as u64) as usize);
+    let mut body = body.into_data_stream();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| ProxyError::BodyRead(e.to_string()))?;
+        if buffer.len() + chunk.len() > limit {
+            return Err(ProxyError::BodyTooLarge { limit });
         }
-    })
+        buffer.extend_from_slice(&chunk);
+    }
+    Ok(buffer.freeze())
 }

@@ -1,6 +1,7 @@
 //! What the fake backend does with one call, queued per account by the tests.
 
-use std::time::Duration;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -38,6 +39,17 @@ pub enum Behaviour {
     StallAfterFirstEvent { d: Duration },
     /// Close the connection without sending any response.
     Reset,
+    /// Like `Behaviour::events(deltas, gap)`, but every delta carries `"t"`: `clock_ns()` at
+    /// the moment the fake hands it to the server, for forwarding-delay benchmarks.
+    Timed { deltas: usize, gap: Duration },
+}
+
+/// Nanoseconds since a process-wide epoch (the first call): the clock of `Behaviour::Timed`
+/// stamps, readable by a client in the same process.
+pub fn clock_ns() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    let nanos = EPOCH.get_or_init(Instant::now).elapsed().as_nanos();
+    u64::try_from(nanos).unwrap_or(u64::MAX)
 }
 
 impl Behaviour {
@@ -57,11 +69,16 @@ impl Behaviour {
 
     /// `n` one-word deltas `gap` apart, for throughput and latency benchmarks.
     pub fn events(n: usize, gap: Duration) -> Self {
-        let words: Vec<String> = (0..n).map(|i| format!("w{i}")).collect();
         Self::Ok {
-            text: words.join(" "),
+            text: event_words(n),
             deltas: n,
             gap,
         }
     }
+}
+
+/// The text of `Behaviour::events(n, _)`: `n` words, one per delta.
+pub(super) fn event_words(n: usize) -> String {
+    let words: Vec<String> = (0..n).map(|i| format!("w{i}")).collect();
+    words.join(" ")
 }

@@ -11,7 +11,7 @@ use axum::Router;
 use serde_json::{json, Value};
 
 use super::accounts::{now_s, AccessCheck};
-use super::behaviour::OK_DELTAS;
+use super::behaviour::{event_words, OK_DELTAS};
 pub use super::behaviour::{Behaviour, OK_TEXT};
 use super::connection::Connection;
 use super::quota::{usage_limit_body, Usage};
@@ -235,6 +235,8 @@ async fn responses(
     let default_steps = || success(OK_TEXT, OK_DELTAS, Duration::ZERO);
     let steps = match behaviour {
         Behaviour::Ok { text, deltas, gap } => success(&text, deltas, gap),
+        Behaviour::Timed { deltas, gap } if !wants_compaction => context.timed_steps(deltas, gap),
+        Behaviour::Timed { deltas, gap } => success(&event_words(deltas), deltas, gap),
         Behaviour::FailedFirst { code } => vec![Step::Event(context.failed(&code))],
         Behaviour::ErrorEventFirst { code } => vec![Step::Event(sse::error_event(&code))],
         Behaviour::CutAfter { deltas_before_cut } => context.cut_steps(deltas_before_cut),

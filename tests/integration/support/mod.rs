@@ -24,6 +24,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 pub use accounts::{AccountSpec, IssuedTokens};
+pub use behaviour::clock_ns;
 pub use fake_backend::{Behaviour, SeenRequest, OK_TEXT};
 pub use fake_issuer::pkce_challenge;
 pub use jwt::{decode_payload, make_jwt};

@@ -7,12 +7,15 @@ use axum::body::Body;
 use bytes::Bytes;
 use serde_json::{json, Value};
 
+use super::behaviour::clock_ns;
 use super::connection::Connection;
 use super::quota::Usage;
 
 /// One step of a scripted stream.
 pub(super) enum Step {
     Event(Value),
+    /// An event that gets `"t": clock_ns()` when it is sent.
+    Stamped(Value),
     Sleep(Duration),
     /// Drop the TCP connection: the client sees the body end with an error.
     Cut,
@@ -140,6 +143,19 @@ impl StreamContext {
         steps
     }
 
+    /// `ok_steps` for `n` one-word deltas, each stamped with its send time.
+    pub fn timed_steps(&self, n: usize, gap: Duration) -> Vec<Step> {
+        let stamp = |step| match step {
+            Step::Event(e) if e["type"] == "response.output_text.delta" => Step::Stamped(e),
+            other => other,
+        };
+        let text = super::behaviour::event_words(n);
+        self.ok_steps(&text, n, gap)
+            .into_iter()
+            .map(stamp)
+            .collect()
+    }
+
     /// Remote compaction v2 (codex-capture §8.2): exactly one `compaction` output item.
     pub fn compaction_steps(&self, encrypted_content: &str) -> Vec<Step> {
         let item = json!({"id": format!("cmp_{}", self.response_id), "type": "compaction",
@@ -194,6 +210,10 @@ pub(super) fn body(steps: Vec<Step>, connection: Connection) -> Body {
             loop {
                 match steps.next()? {
                     Step::Event(event) => return Some((Ok(frame(&event)), (steps, connection))),
+                    Step::Stamped(mut event) => {
+                        event["t"] = clock_ns().into();
+                        return Some((Ok(frame(&event)), (steps, connection)));
+                    }
                     Step::Sleep(d) => tokio::time::sleep(d).await,
                     Step::Cut => {
                         // Pause first so hyper flushes the events already yielded; then close
