@@ -1,13 +1,16 @@
 //! The desktop front end: a Tauri app that runs the router inside it. The tray, the
 //! dashboard window and notifications attach here; this is the only module that uses Tauri.
 
+mod tray;
 pub mod tray_icon;
 pub mod tray_model;
 
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
 
-use crate::app;
+use crate::app::{self, AppError};
 use crate::settings::Settings;
+use tray_model::RouterState;
 
 /// Starts the app: the router runs on Tauri's own tokio runtime, and the app keeps running
 /// with no window open.
@@ -27,13 +30,24 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let desktop = Arc::new(tray::Desktop {
+        settings: settings.clone(),
+        router: Mutex::new(tray::RouterSlot::Starting),
+        notice: Mutex::new(None),
+    });
     let result = tauri::Builder::default()
-        .setup(move |_app| {
+        .plugin(tauri_plugin_autostart::init(
+            tauri_plugin_autostart::MacosLauncher::LaunchAgent,
+            Some(vec!["--minimized"]),
+        ))
+        .manage(desktop.clone())
+        .setup(move |app| {
+            tray::create(app.handle())?;
+            let handle = app.handle().clone();
             tauri::async_runtime::spawn(async move {
-                match app::start_router(settings).await {
-                    Ok(mut router) => router.wait().await,
-                    Err(e) => eprintln!("error: {e}"),
-                }
+                let slot = start_or_attach(settings).await;
+                *desktop.router.lock().unwrap_or_else(|p| p.into_inner()) = slot;
+                tray::refresh(&handle);
             });
             Ok(())
         })
@@ -54,6 +68,24 @@ pub fn main() -> ExitCode {
         Err(e) => {
             eprintln!("error: the desktop app could not start: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// Starts the router inside the app, or attaches to one already serving the port.
+async fn start_or_attach(settings: Settings) -> tray::RouterSlot {
+    let port = settings.port;
+    match app::start_router(settings).await {
+        Ok(router) => tray::RouterSlot::Running(router),
+        Err(AppError::AlreadyRunning { addr }) => {
+            tray::RouterSlot::Attached(format!("http://{addr}/v1"))
+        }
+        Err(AppError::PortBusy { holder, .. }) => {
+            tray::RouterSlot::Failed(RouterState::PortTaken { port, holder })
+        }
+        Err(e) => {
+            tracing::error!("the router could not start: {e}");
+            tray::RouterSlot::Failed(RouterState::Stopped)
         }
     }
 }

@@ -60,7 +60,6 @@ pub enum MenuId {
     Relogin(String),
     Remove(String),
     AddAccount,
-    OpenDashboard,
     SetStrategy(Strategy),
     StartAtLogin,
     ConfigureCodex,
@@ -77,7 +76,6 @@ impl MenuId {
             MenuId::Relogin(k) => format!("relogin:{k}"),
             MenuId::Remove(k) => format!("remove:{k}"),
             MenuId::AddAccount => "add-account".to_string(),
-            MenuId::OpenDashboard => "open-dashboard".to_string(),
             MenuId::SetStrategy(s) => format!("strategy:{}", s.name()),
             MenuId::StartAtLogin => "start-at-login".to_string(),
             MenuId::ConfigureCodex => "configure-codex".to_string(),
@@ -95,7 +93,6 @@ impl MenuId {
             "relogin" => MenuId::Relogin(key()),
             "remove" => MenuId::Remove(key()),
             "add-account" => MenuId::AddAccount,
-            "open-dashboard" => MenuId::OpenDashboard,
             "strategy" => MenuId::SetStrategy(Strategy::parse(rest)?),
             "start-at-login" => MenuId::StartAtLogin,
             "configure-codex" => MenuId::ConfigureCodex,
@@ -139,6 +136,8 @@ pub struct TrayInput<'a> {
     pub accounts: &'a [AccountStatus],
     pub strategy: Strategy,
     pub start_at_login: bool,
+    /// A message for the user (a login that failed, an action that could not be done).
+    pub notice: Option<&'a str>,
     pub now_ms: i64,
 }
 
@@ -356,12 +355,21 @@ pub fn menu(input: &TrayInput) -> Vec<MenuEntry> {
                 if a.enabled { "Disable" } else { "Enable" },
             ),
             item(MenuId::Relogin(a.key.clone()), "Log in again…"),
-            item(MenuId::Remove(a.key.clone()), "Remove…"),
+            // The confirmation is a second click, inside the menu itself.
+            MenuEntry {
+                children: vec![item(
+                    MenuId::Remove(a.key.clone()),
+                    format!("Remove {} from this machine", name(a)),
+                )],
+                ..item(MenuId::Info(format!("remove-{}", a.key)), "Remove…")
+            },
         ];
         entries.push(account);
     }
+    if let Some(notice) = input.notice {
+        entries.insert(1, info("notice", notice));
+    }
     entries.push(item(MenuId::AddAccount, "Add account…"));
-    entries.push(item(MenuId::OpenDashboard, "Open dashboard"));
     let mut strategy = item(MenuId::Info("strategy".into()), "Strategy");
     strategy.children = [Strategy::Sticky, Strategy::RoundRobin, Strategy::Hybrid]
         .into_iter()

@@ -123,7 +123,7 @@ pub fn snapshot(state: &ProxyState) -> RouterStatus {
         service: SERVICE_NAME.to_string(),
         version: env!("CARGO_PKG_VERSION").to_string(),
         base_url: state.base_url(),
-        strategy: settings.strategy.name().to_string(),
+        strategy: routing.strategy().name().to_string(),
         started_at: state.inner.started_at,
         accounts_file: settings.paths.accounts_file.display().to_string(),
         accounts_file_error: routing.pool.load_error(),

@@ -21,7 +21,8 @@ use crate::settings::Strategy;
 pub struct Routing {
     pub pool: Pool,
     pub bindings: Bindings,
-    pub strategy: Strategy,
+    /// Changeable at run time (the tray's strategy menu); new sessions follow it at once.
+    strategy: Arc<std::sync::Mutex<Strategy>>,
     cursor: Arc<AtomicUsize>,
 }
 
@@ -30,9 +31,17 @@ impl Routing {
         Routing {
             pool,
             bindings,
-            strategy,
+            strategy: Arc::new(std::sync::Mutex::new(strategy)),
             cursor: Arc::new(AtomicUsize::new(0)),
         }
+    }
+
+    pub fn strategy(&self) -> Strategy {
+        *self.strategy.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn set_strategy(&self, strategy: Strategy) {
+        *self.strategy.lock().unwrap_or_else(|p| p.into_inner()) = strategy;
     }
 
     /// The account for the next attempt of a request. A turn keeps its account, a session
@@ -69,7 +78,7 @@ impl Routing {
         let mut cursor = self.cursor.load(Ordering::Relaxed);
         let chosen = choose_account(
             &accounts,
-            self.strategy,
+            self.strategy(),
             preferred.as_deref(),
             &mut cursor,
             model,

@@ -32,6 +32,7 @@ fn input<'a>(router: &'a RouterState, accounts: &'a [AccountStatus]) -> TrayInpu
         accounts,
         strategy: Strategy::Sticky,
         start_at_login: true,
+        notice: None,
         now_ms: NOW,
     }
 }
@@ -132,7 +133,6 @@ fn menu_lists_accounts_with_usage_and_every_action() {
         &labels[3..],
         [
             "Add account…",
-            "Open dashboard",
             "Strategy",
             "Start at login",
             "Configure Codex",
@@ -146,11 +146,14 @@ fn menu_lists_accounts_with_usage_and_every_action() {
             MenuId::UseForNewSessions("acct-a@x/u".into()),
             MenuId::ToggleEnabled("acct-a@x/u".into()),
             MenuId::Relogin("acct-a@x/u".into()),
-            MenuId::Remove("acct-a@x/u".into())
+            MenuId::Info("remove-acct-a@x/u".into())
         ]
     );
+    let confirm = &entries[1].children[3].children[0];
+    assert_eq!(confirm.id, MenuId::Remove("acct-a@x/u".into()));
+    assert_eq!(confirm.label, "Remove a@x from this machine");
     assert_eq!(entries[1].children[0].checked, Some(true));
-    let strategies = &entries[5].children;
+    let strategies = &entries[4].children;
     assert_eq!(
         strategies
             .iter()
@@ -172,6 +175,16 @@ fn menu_ids_round_trip() {
         assert_eq!(MenuId::from_id(&id.id()), Some(id.clone()), "{}", id.id());
     }
     assert_eq!(MenuId::from_id("nonsense"), None);
+}
+
+#[test]
+fn a_notice_is_shown_under_the_router_line() {
+    let r = running();
+    let mut i = input(&r, &[]);
+    i.notice = Some("Login failed: the sign-in was refused");
+    let entries = menu(&i);
+    assert_eq!(entries[1].label, "Login failed: the sign-in was refused");
+    assert!(!entries[1].enabled);
 }
 
 #[test]
