@@ -111,6 +111,15 @@ struct PoolState {
     load_error: Option<String>,
 }
 
+impl PoolState {
+    fn find(&self, key: &str) -> Result<&Account, AccountsError> {
+        self.accounts
+            .iter()
+            .find(|a| a.key == key)
+            .ok_or_else(|| AccountsError::NotFound(key.to_string()))
+    }
+}
+
 struct PoolInner {
     store: Store,
     http: reqwest::Client,
@@ -239,11 +248,7 @@ impl Pool {
     async fn ensure_tokens(&self, key: &str) -> Result<(), AccountsError> {
         let record = {
             let state = self.state();
-            let account = state
-                .accounts
-                .iter()
-                .find(|a| a.key == key)
-                .ok_or_else(|| AccountsError::NotFound(key.to_string()))?;
+            let account = state.find(key)?;
             if account.tokens_loaded {
                 return Ok(());
             }
@@ -272,11 +277,7 @@ impl Pool {
         stale_generation: Option<u64>,
     ) -> Result<Option<Credentials>, AccountsError> {
         let state = self.state();
-        let account = state
-            .accounts
-            .iter()
-            .find(|a| a.key == key)
-            .ok_or_else(|| AccountsError::NotFound(key.to_string()))?;
+        let account = state.find(key)?;
         if let Some(needs) = &account.record.needs_login {
             return Err(AccountsError::NeedsLogin {
                 account: account.record.display_name(),

@@ -90,11 +90,7 @@ impl Pool {
 
     fn refresh_token(&self, key: &str) -> Result<RefreshToken, AccountsError> {
         let state = self.state();
-        let account = state
-            .accounts
-            .iter()
-            .find(|a| a.key == key)
-            .ok_or_else(|| AccountsError::NotFound(key.to_string()))?;
+        let account = state.find(key)?;
         account
             .refresh
             .clone()

@@ -37,6 +37,21 @@ impl Usage {
     }
 }
 
+/// A reset countdown a person reads at a glance: "3d 4h", "1h 02m", "45s".
+pub fn countdown(ms: i64) -> String {
+    let s = (ms / 1000).max(0);
+    let (d, h, m) = (s / 86_400, (s % 86_400) / 3600, (s % 3600) / 60);
+    if d > 0 {
+        format!("{d}d {h}h")
+    } else if h > 0 {
+        format!("{h}h {m:02}m")
+    } else if m > 0 {
+        format!("{m}m {:02}s", s % 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
 /// Reads `x-codex-{primary,secondary}-*` headers; `None` when there are none.
 pub fn from_headers(headers: &HeaderMap, now: i64) -> Option<Usage> {
     let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());

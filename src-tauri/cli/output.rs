@@ -1,21 +1,7 @@
 //! Human output: tables, durations and percentages. No colour, so `NO_COLOR` always holds.
 
+pub use crate::accounts::usage::countdown;
 use crate::proxy::AccountStatus;
-
-/// "3d 4h", "1h 02m", "45s": a countdown a person reads at a glance.
-pub fn countdown(ms: i64) -> String {
-    let s = (ms / 1000).max(0);
-    let (d, h, m) = (s / 86_400, (s % 86_400) / 3600, (s % 3600) / 60);
-    if d > 0 {
-        format!("{d}d {h}h")
-    } else if h > 0 {
-        format!("{h}h {m:02}m")
-    } else if m > 0 {
-        format!("{m}m {:02}s", s % 60)
-    } else {
-        format!("{s}s")
-    }
-}
 
 fn window(usage: Option<&serde_json::Value>, name: &str, now_ms: i64) -> (String, String) {
     let Some(w) = usage.and_then(|u| u.get(name)).filter(|w| !w.is_null()) else {

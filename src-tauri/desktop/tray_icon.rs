@@ -137,11 +137,7 @@ mod tests {
         // The second is a quarter full: track above, amber below.
         assert_eq!(icon.pixel(12, 3), TRACK);
         assert_eq!(icon.pixel(12, 14), LOW);
-        assert_eq!(
-            icon.pixel(7, 8)[3],
-            0,
-            "a clear gap between bars"
-        );
+        assert_eq!(icon.pixel(7, 8)[3], 0, "a clear gap between bars");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The tray as data: from a status snapshot to the icon state, the icon's bars, the tooltip
 //! and the menu. Pure, so every state is tested without a display.
 
+pub use crate::accounts::usage::countdown;
 use crate::proxy::AccountStatus;
 use crate::settings::Strategy;
 
@@ -207,21 +208,6 @@ fn name(a: &AccountStatus) -> String {
         .clone()
         .or_else(|| a.email.clone())
         .unwrap_or_else(|| a.key.clone())
-}
-
-/// "3d 4h", "1h 02m", "45s".
-pub fn countdown(ms: i64) -> String {
-    let s = (ms / 1000).max(0);
-    let (d, h, m) = (s / 86_400, (s % 86_400) / 3600, (s % 3600) / 60);
-    if d > 0 {
-        format!("{d}d {h}h")
-    } else if h > 0 {
-        format!("{h}h {m:02}m")
-    } else if m > 0 {
-        format!("{m}m {:02}s", s % 60)
-    } else {
-        format!("{s}s")
-    }
 }
 
 fn window_text(a: &AccountStatus, window: &str, label: &str, now: i64) -> String {
