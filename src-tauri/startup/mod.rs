@@ -144,7 +144,7 @@ impl StartupEntry {
         binary: &Path,
         env: &[(String, String)],
     ) -> Result<PathBuf, StartupError> {
-        if looks_temporary(binary) {
+        if looks_temporary(binary, &self.home) {
             return Err(StartupError::TemporaryBinary(binary.to_path_buf()));
         }
         let path = self.path();
@@ -172,14 +172,19 @@ impl StartupEntry {
     }
 }
 
-/// A binary under a temp dir or a cargo build dir would vanish or change under the entry.
-fn looks_temporary(binary: &Path) -> bool {
+/// A binary in a cargo build dir, or in the temp dir outside the user's home, would vanish
+/// or change under the entry.
+fn looks_temporary(binary: &Path, home: &Path) -> bool {
     let text = binary.display().to_string();
-    let temp = std::env::temp_dir().display().to_string();
-    binary.starts_with(&temp)
-        || text.contains("/target/debug/")
-        || text.contains("/target/release/")
-        || text.contains("\\target\\")
+    let build_dir = [
+        "/target/debug/",
+        "/target/release/",
+        "\\target\\debug\\",
+        "\\target\\release\\",
+    ]
+    .iter()
+    .any(|d| text.contains(d));
+    build_dir || (binary.starts_with(std::env::temp_dir()) && !binary.starts_with(home))
 }
 
 fn systemd_quote(value: &str) -> String {

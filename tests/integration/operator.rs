@@ -112,7 +112,10 @@ impl Machine {
     /// `cma` hard-linked (copied where links fail) into the machine's `bin/`, which is neither
     /// a temp nor a cargo build folder: where `install-startup` accepts to point at it.
     pub fn installed_cma(&self) -> PathBuf {
-        let bin = self.path("bin/cma");
+        // Where a user installs it: inside their home, which is what makes it not temporary
+        // even when the whole test tree sits under /tmp.
+        let bin = self.path("home/.local/bin/cma");
+        std::fs::create_dir_all(bin.parent().expect("bin dir")).expect("bin dir");
         if !bin.exists() {
             let built = env!("CARGO_BIN_EXE_cma");
             let copy = |_| std::fs::copy(built, &bin).map(drop);
