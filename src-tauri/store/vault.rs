@@ -86,20 +86,29 @@ impl Keychain {
         op: impl FnOnce(&keyring::Entry) -> keyring::Result<T> + Send + 'static,
     ) -> Result<T, VaultError> {
         let (service, user) = (self.service.clone(), account_key.to_string());
-        let (sender, receiver) = mpsc::channel();
-        std::thread::Builder::new()
-            .name("keychain".to_string())
-            .spawn(move || {
-                let result = keyring::Entry::new(&service, &user).and_then(|entry| op(&entry));
-                let _ = sender.send(result);
-            })
-            .map_err(|e| VaultError::Other(e.to_string()))?;
-        match receiver.recv_timeout(KEYCHAIN_DEADLINE) {
-            Err(_) => Err(VaultError::TimedOut(KEYCHAIN_DEADLINE)),
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(e)) => Err(classify(e, account_key)),
-        }
+        let result = with_deadline(KEYCHAIN_DEADLINE, move || {
+            keyring::Entry::new(&service, &user).and_then(|entry| op(&entry))
+        })?;
+        result.map_err(|e| classify(e, account_key))
     }
+}
+
+/// Runs `work` on its own thread and gives up waiting after `deadline`: a keychain blocked on
+/// a password prompt must not block the caller. The thread is left to finish on its own.
+fn with_deadline<T: Send + 'static>(
+    deadline: Duration,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, VaultError> {
+    let (sender, receiver) = mpsc::channel();
+    std::thread::Builder::new()
+        .name("keychain".to_string())
+        .spawn(move || {
+            let _ = sender.send(work());
+        })
+        .map_err(|e| VaultError::Other(e.to_string()))?;
+    receiver
+        .recv_timeout(deadline)
+        .map_err(|_| VaultError::TimedOut(deadline))
 }
 
 fn classify(e: keyring::Error, account_key: &str) -> VaultError {
@@ -112,5 +121,26 @@ fn classify(e: keyring::Error, account_key: &str) -> VaultError {
             detail: inner.to_string(),
         },
         other => VaultError::Other(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hanging_keychain_call_times_out_with_advice() {
+        let started = std::time::Instant::now();
+        let result = with_deadline(Duration::from_millis(100), || {
+            std::thread::sleep(Duration::from_secs(5));
+        });
+        let err = result.unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(1));
+        assert!(matches!(err, VaultError::TimedOut(_)));
+        assert!(
+            err.to_string().contains("CODEX_PROXY_TOKEN_STORE=file"),
+            "{err}"
+        );
+        assert_eq!(with_deadline(Duration::from_secs(1), || 7).unwrap(), 7);
     }
 }
