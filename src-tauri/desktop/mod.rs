@@ -1,6 +1,7 @@
 //! The desktop front end: a Tauri app that runs the router inside it. The tray, the
 //! dashboard window and notifications attach here; this is the only module that uses Tauri.
 
+pub mod notices;
 mod tray;
 pub mod tray_icon;
 pub mod tray_model;
@@ -34,12 +35,14 @@ pub fn main() -> ExitCode {
         settings: settings.clone(),
         router: Mutex::new(tray::RouterSlot::Starting),
         notice: Mutex::new(None),
+        notifier: Mutex::new(notices::Notifier::default()),
     });
     let result = tauri::Builder::default()
         .plugin(tauri_plugin_autostart::init(
             tauri_plugin_autostart::MacosLauncher::LaunchAgent,
             Some(vec!["--minimized"]),
         ))
+        .plugin(tauri_plugin_notification::init())
         .manage(desktop.clone())
         .setup(move |app| {
             tray::create(app.handle())?;

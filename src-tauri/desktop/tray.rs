@@ -9,7 +9,9 @@ use tauri::menu::{CheckMenuItem, Menu, MenuItem, Submenu};
 use tauri::tray::TrayIconBuilder;
 use tauri::{AppHandle, Manager, Wry};
 use tauri_plugin_autostart::ManagerExt;
+use tauri_plugin_notification::NotificationExt;
 
+use super::notices::Notifier;
 use super::tray_icon;
 use super::tray_model::{self, MenuEntry, MenuId, RouterState, TrayInput};
 use crate::accounts::now_ms;
@@ -29,6 +31,7 @@ pub struct Desktop {
     pub settings: Settings,
     pub router: Mutex<RouterSlot>,
     pub notice: Mutex<Option<String>>,
+    pub notifier: Mutex<Notifier>,
 }
 
 pub enum RouterSlot {
@@ -120,6 +123,22 @@ pub fn refresh(app: &AppHandle) {
         notice: notice.as_deref(),
         now_ms: now_ms(),
     };
+    let told = desktop
+        .notifier
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .update(&accounts, input.now_ms);
+    for notice in told {
+        let shown = app
+            .notification()
+            .builder()
+            .title(&notice.title)
+            .body(&notice.body)
+            .show();
+        if let Err(e) = shown {
+            tracing::warn!("a notification could not be shown: {e}");
+        }
+    }
     let Some(tray) = app.tray_by_id(TRAY_ID) else {
         return;
     };
