@@ -41,6 +41,9 @@ const DROPPED_RESPONSE_HEADERS: [&str; 6] = [
 ];
 /// How much opening preamble to hold back while waiting for the first decisive event.
 const MAX_HELD_BYTES: usize = 1024 * 1024;
+/// How long to hold the opening back at most: a limit failure comes at once, so a stream
+/// that has only said "created" for this long is passed on rather than kept from Codex.
+const MAX_HOLD: Duration = Duration::from_secs(5);
 
 /// The request as it will be sent upstream, the same for every account tried.
 pub struct Outgoing {
@@ -234,6 +237,7 @@ async fn open_stream(
             replay: None,
         })
     };
+    let opened = std::time::Instant::now();
     'read: loop {
         let chunk = match tokio::time::timeout(first_byte, upstream.next()).await {
             Err(_) => return transient("the stream stalled before its first output"),
@@ -257,7 +261,7 @@ async fn open_stream(
                 Opening::Overloaded { code } => return transient(&format!("overloaded ({code})")),
             }
         }
-        if held.len() > MAX_HELD_BYTES {
+        if held.len() > MAX_HELD_BYTES || opened.elapsed() > MAX_HOLD {
             break;
         }
     }

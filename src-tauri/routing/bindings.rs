@@ -11,6 +11,8 @@ use crate::store::{BindingsFile, Store, StoredBinding};
 
 /// A turn lasts seconds to minutes; an hour is ample and bounds the map.
 const TURN_TTL_MS: i64 = 60 * 60 * 1000;
+/// Above this many live turns, old ones are dropped when a new one comes.
+const MAX_TURNS: usize = 4096;
 
 #[derive(Clone, Debug)]
 struct Binding {
@@ -128,6 +130,10 @@ impl Bindings {
             entry.last_seen = now_ms;
         }
         if let Some(turn) = turn {
+            // Turns are not saved, so they are pruned here, where they are added.
+            if maps.turns.len() >= MAX_TURNS {
+                maps.turns.retain(|_, b| now_ms - b.last_seen < TURN_TTL_MS);
+            }
             maps.turns.insert(
                 turn.to_string(),
                 Binding {
