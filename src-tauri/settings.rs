@@ -70,6 +70,8 @@ pub struct Settings {
     pub first_byte_timeout: Duration,
     /// Silence allowed in the middle of a stream before it is cut.
     pub stream_idle_timeout: Duration,
+    /// Command that opens sign-in pages instead of the system browser (`<cmd> <url>`).
+    pub browser: Option<String>,
     /// Callback ports for the browser login, tried in order.
     pub login_ports: Vec<u16>,
     /// Bindings idle this long are forgotten.
@@ -149,6 +151,7 @@ impl Settings {
                 "CODEX_PROXY_BINDING_TTL_SECS",
                 86_400,
             )?),
+            browser: get("CODEX_PROXY_BROWSER"),
             login_ports: match get("CODEX_PROXY_LOGIN_PORT") {
                 None => crate::oauth::CALLBACK_PORTS.to_vec(),
                 Some(v) => vec![v.trim().parse().map_err(|_| SettingsError::Invalid {

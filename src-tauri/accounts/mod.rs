@@ -46,6 +46,8 @@ pub struct Account {
     /// Bumped whenever the tokens change, so concurrent refreshers can tell they are late.
     generation: u64,
     pub usage: Option<Usage>,
+    /// The first usage seen in the current 5-hour window, to measure the pace against.
+    pace_baseline: Option<(i64, f64, Option<i64>)>,
     /// Epoch ms until which the account rests after a transient failure.
     pub cooldown_until: i64,
 }
@@ -68,6 +70,7 @@ impl Account {
             tokens_loaded: in_file,
             generation: 0,
             usage: None,
+            pace_baseline: None,
             cooldown_until: 0,
             record,
         }
@@ -88,6 +91,24 @@ impl Account {
             .copied()
             .unwrap_or(0)
             .max(r.get(ALL_MODELS).copied().unwrap_or(0))
+    }
+
+    /// When the 5-hour window runs out at the pace seen since it was first observed (at least
+    /// five minutes of it); `None` when it resets first or nothing was used.
+    pub fn forecast_empty_at(&self, now_ms: i64) -> Option<i64> {
+        let primary = self.usage.as_ref()?.primary.as_ref()?;
+        let (since, used_then, _) = self.pace_baseline?;
+        let elapsed = now_ms - since;
+        let used = primary.used_percent - used_then;
+        if elapsed < 5 * 60_000 || used <= 0.0 {
+            return None;
+        }
+        let empty_at =
+            now_ms + ((100.0 - primary.used_percent).max(0.0) * elapsed as f64 / used) as i64;
+        match primary.resets_at {
+            Some(reset) if reset * 1000 <= empty_at => None,
+            _ => Some(empty_at),
+        }
     }
 
     pub fn needs_login(&self) -> bool {
@@ -305,6 +326,15 @@ impl Pool {
             if usage.plan.is_some() {
                 a.record.plan_type = usage.plan.clone();
             }
+            // A new window (another reset time) or a drop in usage restarts the pace.
+            if let Some(p) = &usage.primary {
+                let same_window = a
+                    .pace_baseline
+                    .is_some_and(|(_, used, reset)| reset == p.resets_at && used <= p.used_percent);
+                if !same_window {
+                    a.pace_baseline = Some((usage.updated_at * 1000, p.used_percent, p.resets_at));
+                }
+            }
             a.usage = Some(usage);
         }
     }
@@ -381,6 +411,7 @@ fn merge(old: Option<Account>, record: AccountRecord) -> Account {
             fresh.record.needs_login = old.record.needs_login;
         }
         fresh.usage = old.usage;
+        fresh.pace_baseline = old.pace_baseline;
         fresh.cooldown_until = old.cooldown_until;
         fresh.record.last_used = fresh.record.last_used.max(old.record.last_used);
     }
@@ -396,4 +427,40 @@ pub fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn usage(used: f64, at_s: i64, resets_at: i64) -> Usage {
+        Usage {
+            primary: Some(Window {
+                used_percent: used,
+                window_minutes: Some(300),
+                resets_at: Some(resets_at),
+            }),
+            secondary: None,
+            plan: None,
+            updated_at: at_s,
+        }
+    }
+
+    #[test]
+    fn the_pace_forecasts_when_the_window_runs_out() {
+        let mut a = Account::from_record(AccountRecord::default());
+        let t0 = 1_000_000;
+        let reset = t0 + 5 * 3600;
+        a.pace_baseline = Some((t0 * 1000, 20.0, Some(reset)));
+        a.usage = Some(usage(30.0, t0 + 1800, reset));
+        // 10 points in 30 minutes: the 70 left last 3.5 hours, before the reset in 4.5 hours.
+        let now = (t0 + 1800) * 1000;
+        let empty = a.forecast_empty_at(now).expect("runs out first");
+        assert_eq!((empty - now) / 60_000, 210);
+        // At that pace but with the reset an hour away, it resets first.
+        a.usage = Some(usage(30.0, t0 + 1800, t0 + 3600));
+        assert_eq!(a.forecast_empty_at(now), None);
+        // Too little observed: no forecast.
+        assert_eq!(a.forecast_empty_at(t0 * 1000 + 60_000), None);
+    }
 }

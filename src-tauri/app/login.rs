@@ -76,3 +76,19 @@ pub fn save_login(store: &Store, tokens: LoginTokens) -> Result<LoginOutcome, Ap
         LoginOutcome::Added { email, plan }
     })
 }
+
+/// Opens a sign-in page: with `CODEX_PROXY_BROWSER` when set, else the system browser.
+pub fn open_in_browser(settings: &crate::settings::Settings, url: &str) -> Result<(), String> {
+    match settings.browser.as_deref().map(str::split_whitespace) {
+        Some(mut words) => {
+            let program = words.next().ok_or("CODEX_PROXY_BROWSER is empty")?;
+            std::process::Command::new(program)
+                .args(words)
+                .arg(url)
+                .spawn()
+                .map(drop)
+                .map_err(|e| format!("CODEX_PROXY_BROWSER ({program}) did not start: {e}"))
+        }
+        None => open::that_detached(url).map_err(|e| e.to_string()),
+    }
+}

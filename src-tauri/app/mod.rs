@@ -20,7 +20,7 @@ pub use accounts::{
 };
 pub use doctor::{diagnose, Finding, Verdict};
 pub use import::{import_accounts, ImportReport, ImportSource};
-pub use login::{save_login, LoginOutcome};
+pub use login::{open_in_browser, save_login, LoginOutcome};
 pub use operator::{
     activate_startup, configure_codex, exempt_loopback_in_codex_env, provider_settings,
     proxy_without_loopback_exemption, revert_codex, startup_entry, startup_environment,

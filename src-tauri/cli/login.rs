@@ -43,7 +43,7 @@ pub async fn run(
         eprintln!("Sign in to the ChatGPT account to add:");
         println!("{}", login.url);
         if !no_browser {
-            if let Err(e) = open::that_detached(&login.url) {
+            if let Err(e) = app::open_in_browser(settings, &login.url) {
                 eprintln!("hint: the browser did not open ({e}); open the URL above yourself");
             }
         }

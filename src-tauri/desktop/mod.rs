@@ -1,6 +1,7 @@
 //! The desktop front end: a Tauri app that runs the router inside it. The tray, the
 //! dashboard window and notifications attach here; this is the only module that uses Tauri.
 
+mod commands;
 pub mod notices;
 mod tray;
 pub mod tray_icon;
@@ -48,13 +49,28 @@ pub fn main() -> ExitCode {
         ))
         .plugin(tauri_plugin_notification::init())
         .manage(desktop.clone())
+        .invoke_handler(tauri::generate_handler![
+            commands::dashboard_status,
+            commands::add_account,
+            commands::set_account_enabled,
+            commands::use_for_new_sessions,
+            commands::remove_account,
+            commands::set_strategy,
+            commands::apply_codex_config,
+            commands::revert_codex_config,
+        ])
         .setup(move |app| {
             tray::create(app.handle())?;
+            // At login the app starts with --minimized: tray only. Started by hand, it shows
+            // the dashboard.
+            if !std::env::args().any(|a| a == "--minimized") {
+                open_dashboard(app.handle());
+            }
             let handle = app.handle().clone();
             tauri::async_runtime::spawn(async move {
                 let slot = start_or_attach(settings).await;
                 *desktop.router.lock().unwrap_or_else(|p| p.into_inner()) = slot;
-                tray::refresh(&handle);
+                commands::changed(&handle);
             });
             Ok(())
         })
@@ -94,5 +110,27 @@ async fn start_or_attach(settings: Settings) -> tray::RouterSlot {
             tracing::error!("the router could not start: {e}");
             tray::RouterSlot::Failed(RouterState::Stopped)
         }
+    }
+}
+
+/// Shows the dashboard, creating its webview now: a webview costs memory, so none exists
+/// while the dashboard is closed.
+pub fn open_dashboard(app: &tauri::AppHandle) {
+    use tauri::Manager;
+    if let Some(window) = app.get_webview_window("dashboard") {
+        let _ = window.show();
+        let _ = window.set_focus();
+        return;
+    }
+    let built = tauri::WebviewWindowBuilder::new(
+        app,
+        "dashboard",
+        tauri::WebviewUrl::App("index.html".into()),
+    )
+    .title("Codex App Account Router")
+    .inner_size(920.0, 680.0)
+    .build();
+    if let Err(e) = built {
+        tracing::error!("the dashboard could not open: {e}");
     }
 }

@@ -17,7 +17,6 @@ use super::tray_model::{self, MenuEntry, MenuId, RouterState, TrayInput};
 use crate::accounts::now_ms;
 use crate::app::RunningRouter;
 use crate::app::{self, AccountChange, AccountSelector};
-use crate::oauth::{self, BrowserLoginOptions};
 use crate::proxy::AccountStatus;
 use crate::settings::{Settings, Strategy};
 
@@ -42,7 +41,7 @@ pub enum RouterSlot {
 }
 
 impl Desktop {
-    fn snapshot(&self) -> (RouterState, Vec<AccountStatus>, Strategy) {
+    pub fn snapshot(&self) -> (RouterState, Vec<AccountStatus>, Strategy) {
         let slot = self.router.lock().unwrap_or_else(|p| p.into_inner());
         let configured = self.settings.strategy;
         match &*slot {
@@ -82,7 +81,7 @@ impl Desktop {
             .collect()
     }
 
-    fn set_notice(&self, notice: Option<String>) {
+    pub fn set_notice(&self, notice: Option<String>) {
         *self.notice.lock().unwrap_or_else(|p| p.into_inner()) = notice;
     }
 }
@@ -234,11 +233,12 @@ fn on_menu(app: &AppHandle, id: &str) {
             tauri::async_runtime::spawn(async move {
                 desktop.set_notice(Some("Signing in: finish in the browser…".to_string()));
                 refresh(&handle);
-                let outcome = login(&desktop.settings).await;
+                let outcome = super::commands::login(&desktop.settings).await;
                 desktop.set_notice(outcome.err().map(|e| format!("Login failed: {e}")));
                 refresh(&handle);
             });
         }
+        MenuId::OpenDashboard => super::open_dashboard(app),
         MenuId::SetStrategy(strategy) => {
             if let RouterSlot::Running(router) =
                 &*desktop.router.lock().unwrap_or_else(|p| p.into_inner())
@@ -298,25 +298,4 @@ fn act(settings: &Settings, id: MenuId) -> Result<(), app::AppError> {
         MenuId::ConfigureCodex => app::configure_codex(settings, false).map(drop),
         _ => Ok(()),
     }
-}
-
-/// The browser login, opened in the system browser; the account appears by itself.
-async fn login(settings: &Settings) -> Result<(), app::AppError> {
-    let store = app::open_store(settings).await?;
-    let options = BrowserLoginOptions {
-        issuer: settings.oauth_issuer.clone(),
-        ports: settings.login_ports.clone(),
-        timeout: Duration::from_secs(600),
-    };
-    let login = oauth::begin_browser_login(app::http_client()?, options).await?;
-    if let Err(e) = open::that_detached(&login.url) {
-        return Err(app::AppError::Internal(format!(
-            "the browser did not open ({e})"
-        )));
-    }
-    let tokens = login.finish().await?;
-    tokio::task::spawn_blocking(move || app::save_login(&store, tokens))
-        .await
-        .map_err(|e| app::AppError::Internal(e.to_string()))??;
-    Ok(())
 }

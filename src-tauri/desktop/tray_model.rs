@@ -6,7 +6,8 @@ use crate::proxy::AccountStatus;
 use crate::settings::Strategy;
 
 /// What the router is doing, as the tray shows it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "state", rename_all = "kebab-case")]
 pub enum RouterState {
     Running {
         base_url: String,
@@ -61,6 +62,7 @@ pub enum MenuId {
     Relogin(String),
     Remove(String),
     AddAccount,
+    OpenDashboard,
     SetStrategy(Strategy),
     StartAtLogin,
     ConfigureCodex,
@@ -77,6 +79,7 @@ impl MenuId {
             MenuId::Relogin(k) => format!("relogin:{k}"),
             MenuId::Remove(k) => format!("remove:{k}"),
             MenuId::AddAccount => "add-account".to_string(),
+            MenuId::OpenDashboard => "open-dashboard".to_string(),
             MenuId::SetStrategy(s) => format!("strategy:{}", s.name()),
             MenuId::StartAtLogin => "start-at-login".to_string(),
             MenuId::ConfigureCodex => "configure-codex".to_string(),
@@ -94,6 +97,7 @@ impl MenuId {
             "relogin" => MenuId::Relogin(key()),
             "remove" => MenuId::Remove(key()),
             "add-account" => MenuId::AddAccount,
+            "open-dashboard" => MenuId::OpenDashboard,
             "strategy" => MenuId::SetStrategy(Strategy::parse(rest)?),
             "start-at-login" => MenuId::StartAtLogin,
             "configure-codex" => MenuId::ConfigureCodex,
@@ -356,6 +360,7 @@ pub fn menu(input: &TrayInput) -> Vec<MenuEntry> {
         entries.insert(1, info("notice", notice));
     }
     entries.push(item(MenuId::AddAccount, "Add account…"));
+    entries.push(item(MenuId::OpenDashboard, "Open dashboard"));
     let mut strategy = item(MenuId::Info("strategy".into()), "Strategy");
     strategy.children = [Strategy::Sticky, Strategy::RoundRobin, Strategy::Hybrid]
         .into_iter()

@@ -91,6 +91,13 @@ async fn run(
                 if let Ok(name) = HeaderValue::from_str(&account_name(state, &account)) {
                     response.headers_mut().insert(SERVED_BY_HEADER, name);
                 }
+                state.record_request(super::RequestRecord {
+                    at: now,
+                    account: Some(account_name(state, &account)),
+                    model: model.to_string(),
+                    status: response.status().as_u16(),
+                    first_byte_ms: started.elapsed().as_secs_f64() * 1000.0,
+                });
                 tracing::debug!(
                     account = %account_name(state, &account),
                     status = response.status().as_u16(),
@@ -105,7 +112,15 @@ async fn run(
             }
         }
     }
-    exhausted(state, model, last)
+    let response = exhausted(state, model, last);
+    state.record_request(super::RequestRecord {
+        at: now_ms(),
+        account: None,
+        model: model.to_string(),
+        status: response.status().as_u16(),
+        first_byte_ms: started.elapsed().as_secs_f64() * 1000.0,
+    });
+    response
 }
 
 /// One account's go: credentials (refreshing if due), the request, one refresh and retry on

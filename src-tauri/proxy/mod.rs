@@ -27,9 +27,25 @@ use crate::accounts::ALL_MODELS;
 use crate::routing::{RequestIdentity, Routing};
 use crate::settings::Settings;
 
+/// The last requests, for the dashboard.
+const RECENT: usize = 50;
+
+/// One finished request as the dashboard lists it.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RequestRecord {
+    /// Epoch ms.
+    pub at: i64,
+    pub account: Option<String>,
+    pub model: String,
+    pub status: u16,
+    pub first_byte_ms: f64,
+}
+
 struct Inner {
     settings: Settings,
     addr: std::net::SocketAddr,
+    recent: std::sync::Mutex<std::collections::VecDeque<RequestRecord>>,
     routing: Routing,
     http: reqwest::Client,
     started_at: i64,
@@ -52,6 +68,7 @@ impl ProxyState {
             inner: Arc::new(Inner {
                 settings,
                 addr,
+                recent: std::sync::Mutex::new(std::collections::VecDeque::with_capacity(RECENT)),
                 routing,
                 http,
                 started_at: crate::accounts::now_ms(),
@@ -66,6 +83,21 @@ impl ProxyState {
     /// The base URL Codex should use, with the port actually bound.
     pub fn base_url(&self) -> String {
         format!("http://{}/v1", self.inner.addr)
+    }
+
+    /// Remembers a finished request (the oldest is dropped past 50).
+    pub fn record_request(&self, record: RequestRecord) {
+        let mut recent = self.inner.recent.lock().unwrap_or_else(|p| p.into_inner());
+        if recent.len() == RECENT {
+            recent.pop_front();
+        }
+        recent.push_back(record);
+    }
+
+    /// The last requests, newest first.
+    pub fn recent_requests(&self) -> Vec<RequestRecord> {
+        let recent = self.inner.recent.lock().unwrap_or_else(|p| p.into_inner());
+        recent.iter().rev().cloned().collect()
     }
 
     pub fn routing(&self) -> &Routing {

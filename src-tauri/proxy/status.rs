@@ -25,6 +25,9 @@ pub struct RouterStatus {
     pub accounts_file_error: Option<String>,
     pub bindings: usize,
     pub accounts: Vec<AccountStatus>,
+    /// The last requests, newest first.
+    #[serde(default)]
+    pub recent: Vec<super::RequestRecord>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -46,6 +49,10 @@ pub struct AccountStatus {
     pub usage: Option<serde_json::Value>,
     pub last_used: Option<i64>,
     pub preferred: bool,
+    /// Epoch ms at which the 5-hour window runs out at the pace seen since it started being
+    /// watched; absent when it resets first or the pace is unknown.
+    #[serde(default)]
+    pub empty_at: Option<i64>,
 }
 
 impl AccountStatus {
@@ -93,6 +100,7 @@ impl AccountStatus {
             usage: account.usage.as_ref().map(usage_json),
             last_used: record.last_used,
             preferred: preferred == Some(account.key.as_str()),
+            empty_at: account.forecast_empty_at(now),
         }
     }
 }
@@ -135,5 +143,6 @@ pub fn snapshot(state: &ProxyState) -> RouterStatus {
             .enumerate()
             .map(|(i, a)| AccountStatus::from_account(i, a, preferred.as_deref(), now))
             .collect(),
+        recent: state.recent_requests(),
     }
 }

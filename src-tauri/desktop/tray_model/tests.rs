@@ -133,6 +133,7 @@ fn menu_lists_accounts_with_usage_and_every_action() {
         &labels[3..],
         [
             "Add account…",
+            "Open dashboard",
             "Strategy",
             "Start at login",
             "Configure Codex",
@@ -153,7 +154,7 @@ fn menu_lists_accounts_with_usage_and_every_action() {
     assert_eq!(confirm.id, MenuId::Remove("acct-a@x/u".into()));
     assert_eq!(confirm.label, "Remove a@x from this machine");
     assert_eq!(entries[1].children[0].checked, Some(true));
-    let strategies = &entries[4].children;
+    let strategies = &entries[5].children;
     assert_eq!(
         strategies
             .iter()

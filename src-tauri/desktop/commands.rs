@@ -1,0 +1,188 @@
+//! The dashboard's Tauri commands: each calls the same `app` use case as `cma`, and errors
+//! reach the page as `{code, message}`, never as a raw Rust message.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use tauri::{AppHandle, Emitter, Manager, State};
+
+use super::tray::{self, Desktop, RouterSlot};
+use crate::app::{self, AccountChange, AccountSelector, AppError};
+use crate::codex_config::CodexConfig;
+use crate::oauth::{self, BrowserLoginOptions};
+use crate::settings::Strategy;
+
+/// The event the page listens to for a fresh status.
+pub const STATUS_CHANGED: &str = "status-changed";
+
+#[derive(Debug, Serialize)]
+pub struct CommandError {
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl From<AppError> for CommandError {
+    fn from(e: AppError) -> Self {
+        let code = match &e {
+            AppError::Store(_) => "store",
+            AppError::Select(_) => "account",
+            AppError::Login(_) => "login",
+            AppError::AlreadyRunning { .. } | AppError::PortBusy { .. } => "port",
+            _ => "internal",
+        };
+        CommandError {
+            code,
+            message: e.to_string(),
+        }
+    }
+}
+
+type Reply<T> = Result<T, CommandError>;
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DashboardStatus {
+    pub router: super::tray_model::RouterState,
+    pub strategy: String,
+    pub accounts: Vec<crate::proxy::AccountStatus>,
+    pub recent: Vec<crate::proxy::RequestRecord>,
+    pub codex_config: String,
+    pub codex_configured: bool,
+    pub now: i64,
+}
+
+#[tauri::command]
+pub fn dashboard_status(desktop: State<'_, Arc<Desktop>>) -> DashboardStatus {
+    let (router, accounts, strategy) = desktop.snapshot();
+    let recent = match &*desktop.router.lock().unwrap_or_else(|p| p.into_inner()) {
+        RouterSlot::Running(r) => r.state.recent_requests(),
+        _ => Vec::new(),
+    };
+    let config = CodexConfig::new(&desktop.settings.paths.codex_home);
+    let configured = config
+        .is_applied(&app::provider_settings(&desktop.settings))
+        .unwrap_or(false);
+    DashboardStatus {
+        router,
+        strategy: strategy.name().to_string(),
+        accounts,
+        recent,
+        codex_config: config.path().display().to_string(),
+        codex_configured: configured,
+        now: crate::accounts::now_ms(),
+    }
+}
+
+/// Runs blocking store work, then tells the tray and the page that things changed.
+async fn change(
+    app: &AppHandle,
+    work: impl FnOnce(&crate::settings::Settings) -> Result<(), AppError> + Send + 'static,
+) -> Reply<()> {
+    let settings = app.state::<Arc<Desktop>>().settings.clone();
+    let result = tokio::task::spawn_blocking(move || work(&settings))
+        .await
+        .map_err(|e| CommandError {
+            code: "internal",
+            message: e.to_string(),
+        })?;
+    changed(app);
+    Ok(result?)
+}
+
+/// Redraws the tray and asks the page to refresh.
+pub fn changed(app: &AppHandle) {
+    tray::refresh(app);
+    let _ = app.emit(STATUS_CHANGED, ());
+}
+
+#[tauri::command]
+pub async fn set_account_enabled(app: AppHandle, key: String, enabled: bool) -> Reply<()> {
+    let change_to = if enabled {
+        AccountChange::Enable
+    } else {
+        AccountChange::Disable
+    };
+    change(&app, move |s| {
+        app::change_account(&s.store(), &AccountSelector(key), change_to).map(drop)
+    })
+    .await
+}
+
+#[tauri::command]
+pub async fn use_for_new_sessions(app: AppHandle, key: String) -> Reply<()> {
+    change(&app, move |s| {
+        app::change_account(
+            &s.store(),
+            &AccountSelector(key),
+            AccountChange::UseForNewSessions,
+        )
+        .map(drop)
+    })
+    .await
+}
+
+#[tauri::command]
+pub async fn remove_account(app: AppHandle, key: String) -> Reply<()> {
+    change(&app, move |s| {
+        app::remove_account(&s.store(), &AccountSelector(key)).map(drop)
+    })
+    .await
+}
+
+#[tauri::command]
+pub async fn apply_codex_config(app: AppHandle) -> Reply<()> {
+    change(&app, |s| app::configure_codex(s, false).map(drop)).await
+}
+
+#[tauri::command]
+pub async fn revert_codex_config(app: AppHandle) -> Reply<()> {
+    change(&app, |s| app::revert_codex(s).map(drop)).await
+}
+
+#[tauri::command]
+pub fn set_strategy(app: AppHandle, strategy: String) -> Reply<()> {
+    let strategy = Strategy::parse(&strategy).ok_or(CommandError {
+        code: "strategy",
+        message: format!("unknown strategy {strategy:?}"),
+    })?;
+    let desktop = app.state::<Arc<Desktop>>();
+    if let RouterSlot::Running(router) = &*desktop.router.lock().unwrap_or_else(|p| p.into_inner())
+    {
+        router.state.routing().set_strategy(strategy);
+    }
+    changed(&app);
+    Ok(())
+}
+
+/// Starts the browser login; it finishes in the background (the window may close meanwhile)
+/// and the new account appears by itself.
+#[tauri::command]
+pub fn add_account(app: AppHandle) {
+    let desktop = app.state::<Arc<Desktop>>().inner().clone();
+    tauri::async_runtime::spawn(async move {
+        desktop.set_notice(Some("Signing in: finish in the browser…".to_string()));
+        changed(&app);
+        let outcome = login(&desktop.settings).await;
+        desktop.set_notice(outcome.err().map(|e| format!("Login failed: {e}")));
+        changed(&app);
+    });
+}
+
+/// The browser login, opened in the browser; the account appears by itself.
+pub async fn login(settings: &crate::settings::Settings) -> Result<(), AppError> {
+    let store = app::open_store(settings).await?;
+    let options = BrowserLoginOptions {
+        issuer: settings.oauth_issuer.clone(),
+        ports: settings.login_ports.clone(),
+        timeout: Duration::from_secs(600),
+    };
+    let login = oauth::begin_browser_login(app::http_client()?, options).await?;
+    app::open_in_browser(settings, &login.url)
+        .map_err(|e| AppError::Internal(format!("the browser did not open ({e})")))?;
+    let tokens = login.finish().await?;
+    tokio::task::spawn_blocking(move || app::save_login(&store, tokens))
+        .await
+        .map_err(|e| AppError::Internal(e.to_string()))??;
+    Ok(())
+}

@@ -1,0 +1,29 @@
+// Every Tauri command and event the dashboard uses, in one place.
+
+const tauri = () => window.__TAURI__;
+const internals = () => window.__TAURI_INTERNALS__;
+
+/** Calls a Rust command; errors come back as {code, message}. */
+export function invoke(command, args = {}) {
+  const core = tauri()?.core ?? internals();
+  return core.invoke(command, args);
+}
+
+export const commands = {
+  status: () => invoke("dashboard_status"),
+  addAccount: () => invoke("add_account"),
+  setEnabled: (key, enabled) => invoke("set_account_enabled", { key, enabled }),
+  useForNewSessions: (key) => invoke("use_for_new_sessions", { key }),
+  remove: (key) => invoke("remove_account", { key }),
+  setStrategy: (strategy) => invoke("set_strategy", { strategy }),
+  applyCodexConfig: () => invoke("apply_codex_config"),
+  revertCodexConfig: () => invoke("revert_codex_config"),
+};
+
+export const STATUS_CHANGED = "status-changed";
+
+/** Calls `handler` on every status change; a no-op where events are unavailable (tests). */
+export function onStatusChanged(handler) {
+  const events = tauri()?.event;
+  if (events) events.listen(STATUS_CHANGED, handler);
+}

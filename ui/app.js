@@ -1,0 +1,138 @@
+// The dashboard: accounts with usage, resets and pace, the router, the last requests.
+
+import { commands, onStatusChanged } from "./api.js";
+
+const $ = (selector) => document.querySelector(selector);
+
+/** Messages by error code: the page never shows a raw Rust message alone. */
+const ERROR_TEXT = {
+  login: "The sign-in did not complete",
+  account: "That account could not be changed",
+  store: "The accounts file could not be used",
+  port: "The router's port is taken",
+  strategy: "Unknown strategy",
+  internal: "Something went wrong",
+};
+
+function showError(error) {
+  const box = $("#error");
+  const code = error?.code ?? "internal";
+  box.dataset.code = code;
+  box.textContent = `${ERROR_TEXT[code] ?? ERROR_TEXT.internal}: ${error?.message ?? error}`;
+  box.hidden = false;
+}
+
+async function act(promise) {
+  try {
+    await promise;
+    $("#error").hidden = true;
+  } catch (error) {
+    showError(error);
+  }
+  await refresh();
+}
+
+export function countdown(ms) {
+  const s = Math.max(0, Math.floor(ms / 1000));
+  const d = Math.floor(s / 86400), h = Math.floor((s % 86400) / 3600), m = Math.floor((s % 3600) / 60);
+  if (d > 0) return `${d}d ${h}h`;
+  if (h > 0) return `${h}h ${String(m).padStart(2, "0")}m`;
+  if (m > 0) return `${m}m ${String(s % 60).padStart(2, "0")}s`;
+  return `${s}s`;
+}
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === "dataset") Object.assign(node.dataset, v);
+    else if (k === "text") node.textContent = v;
+    else node.setAttribute(k, v);
+  }
+  node.append(...children);
+  return node;
+}
+
+function usageRow(account, window, label, now) {
+  const w = account.usage?.[window];
+  const used = typeof w?.usedPercent === "number" ? w.usedPercent : null;
+  const fill = el("span");
+  fill.style.width = `${used === null ? 0 : Math.min(100, used)}%`;
+  if (used !== null && used >= 100) fill.className = "full";
+  else if (used !== null && used >= 80) fill.className = "low";
+  const reset = w?.resetsAt ? `resets in ${countdown(w.resetsAt * 1000 - now)}` : "";
+  return el("div", { class: `usage usage-${window}` },
+    el("span", { text: label }),
+    el("div", { class: "bar" }, fill),
+    el("span", { class: "percent", text: used === null ? "-" : `${Math.round(used)}%` }),
+    el("span", { class: `reset-${window}`, text: reset }));
+}
+
+function accountCard(a, now) {
+  const name = a.label ?? a.email ?? a.key;
+  const state = a.enabled ? a.state : "disabled";
+  const stateText = state === "limited" && a.until ? `limited ${countdown(a.until - now)}` : state;
+  const forecast = a.emptyAt ? `at this rate, empty in ~${countdown(a.emptyAt - now)}` : "";
+  const button = (action, text) => el("button", { type: "button", dataset: { action }, text });
+  const actions = el("div", { class: "actions" },
+    button("use", a.preferred ? "Used for new sessions" : "Use for new sessions"),
+    button("toggle", a.enabled ? "Disable" : "Enable"),
+    button("relogin", "Log in again…"),
+    button("remove", "Remove…"));
+  const card = el("div", { class: "account", dataset: { key: a.key } },
+    el("div", { class: "top" },
+      el("span", { class: "email", text: name }),
+      el("span", { class: "plan", text: a.plan ?? "" }),
+      el("span", { class: "state", dataset: { state }, text: state }),
+      el("span", { class: "forecast", text: forecast })),
+    usageRow(a, "primary", "5 h", now),
+    usageRow(a, "secondary", "week", now),
+    actions);
+  card.querySelector(".state").title = stateText;
+  actions.addEventListener("click", (event) => {
+    const action = event.target?.dataset?.action;
+    if (action === "use") act(commands.useForNewSessions(a.key));
+    if (action === "toggle") act(commands.setEnabled(a.key, !a.enabled));
+    if (action === "relogin") act(commands.addAccount());
+    if (action === "confirm-remove") act(commands.remove(a.key));
+    if (action === "remove") {
+      event.target.replaceWith(button("confirm-remove", `Remove ${name} from this machine`));
+    }
+  });
+  return card;
+}
+
+function render(status) {
+  const now = status.now;
+  const router = status.router;
+  $("#router-state").textContent = {
+    running: "running", attached: "running (another instance)", stopped: "stopped", "port-taken": `port ${router.port} taken`,
+  }[router.state] ?? router.state;
+  $("#router-address").textContent = router.base_url ?? router.baseUrl ?? "-";
+  const list = $("#accounts");
+  list.replaceChildren(...status.accounts.map((a) => accountCard(a, now)));
+  if (status.accounts.length === 0) list.append(el("p", { text: "No account yet: add one." }));
+  $("#strategy").value = status.strategy;
+  $("#codex-config").textContent = status.codexConfigured ? `points at the router (${status.codexConfig})` : `not pointing at the router (${status.codexConfig})`;
+  $("#recent tbody").replaceChildren(...status.recent.map((r) => el("tr", { class: "request" },
+    el("td", { text: new Date(r.at).toLocaleTimeString() }),
+    el("td", { text: r.account ?? "-" }),
+    el("td", { text: r.model }),
+    el("td", { text: String(r.status) }),
+    el("td", { text: `${r.firstByteMs.toFixed(1)} ms` }))));
+}
+
+async function refresh() {
+  try {
+    render(await commands.status());
+  } catch (error) {
+    showError(error);
+  }
+}
+
+$("#add-account").addEventListener("click", () => act(commands.addAccount()));
+$("#strategy").addEventListener("change", (e) => act(commands.setStrategy(e.target.value)));
+$("#codex-apply").addEventListener("click", () => act(commands.applyCodexConfig()));
+$("#codex-revert").addEventListener("click", () => act(commands.revertCodexConfig()));
+onStatusChanged(refresh);
+setInterval(refresh, 5000);
+refresh();
