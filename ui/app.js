@@ -112,6 +112,8 @@ function render(status) {
   list.replaceChildren(...status.accounts.map((a) => accountCard(a, now)));
   if (status.accounts.length === 0) list.append(el("p", { text: "No account yet: add one." }));
   $("#strategy").value = status.strategy;
+  $("#notice").hidden = !status.notice;
+  $("#notice").textContent = status.notice ?? "";
   $("#codex-config").textContent = status.codexConfigured ? `points at the router (${status.codexConfig})` : `not pointing at the router (${status.codexConfig})`;
   $("#recent tbody").replaceChildren(...status.recent.map((r) => el("tr", { class: "request" },
     el("td", { text: new Date(r.at).toLocaleTimeString() }),

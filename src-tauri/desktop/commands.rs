@@ -49,6 +49,8 @@ pub struct DashboardStatus {
     pub recent: Vec<crate::proxy::RequestRecord>,
     pub codex_config: String,
     pub codex_configured: bool,
+    /// A message for the user (a login in progress or failed).
+    pub notice: Option<String>,
     pub now: i64,
 }
 
@@ -70,6 +72,11 @@ pub fn dashboard_status(desktop: State<'_, Arc<Desktop>>) -> DashboardStatus {
         recent,
         codex_config: config.path().display().to_string(),
         codex_configured: configured,
+        notice: desktop
+            .notice
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone(),
         now: crate::accounts::now_ms(),
     }
 }
