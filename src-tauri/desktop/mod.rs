@@ -41,7 +41,7 @@ pub fn main() -> ExitCode {
     let result = tauri::Builder::default()
         // First, so that a second launch hands over to this one before doing anything else.
         .plugin(tauri_plugin_single_instance::init(|app, _args, _cwd| {
-            tray::tell_already_running(app);
+            open_dashboard(app);
         }))
         .plugin(tauri_plugin_autostart::init(
             tauri_plugin_autostart::MacosLauncher::LaunchAgent,

@@ -105,19 +105,6 @@ pub fn create(app: &AppHandle) -> tauri::Result<()> {
     Ok(())
 }
 
-/// A second launch lands here (in the first instance): say where the app is.
-pub fn tell_already_running(app: &AppHandle) {
-    let shown = app
-        .notification()
-        .builder()
-        .title("Codex App Account Router is already running")
-        .body("Its menu is in the tray.")
-        .show();
-    if let Err(e) = shown {
-        tracing::warn!("a notification could not be shown: {e}");
-    }
-}
-
 /// Redraws icon, tooltip and menu from the current status.
 pub fn refresh(app: &AppHandle) {
     let desktop = app.state::<Arc<Desktop>>();
