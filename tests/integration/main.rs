@@ -6,6 +6,8 @@ mod support;
 
 mod cli;
 mod codex_cli;
+#[cfg(feature = "desktop")]
+mod dashboard;
 mod failover;
 mod fakes;
 mod import;
