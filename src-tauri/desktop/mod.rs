@@ -40,8 +40,12 @@ pub fn main() -> ExitCode {
     });
     let result = tauri::Builder::default()
         // First, so that a second launch hands over to this one before doing anything else.
-        .plugin(tauri_plugin_single_instance::init(|app, _args, _cwd| {
-            open_dashboard(app);
+        .plugin(tauri_plugin_single_instance::init(|app, args, _cwd| {
+            if args.iter().any(|a| a == "--close-dashboard") {
+                close_dashboard(app);
+            } else {
+                open_dashboard(app);
+            }
         }))
         .plugin(tauri_plugin_autostart::init(
             tauri_plugin_autostart::MacosLauncher::LaunchAgent,
@@ -132,5 +136,14 @@ pub fn open_dashboard(app: &tauri::AppHandle) {
     .build();
     if let Err(e) = built {
         tracing::error!("the dashboard could not open: {e}");
+    }
+}
+
+/// Closes the dashboard and releases its webview (`codex-app-account-router --close-dashboard`
+/// does this from a script).
+pub fn close_dashboard(app: &tauri::AppHandle) {
+    use tauri::Manager;
+    if let Some(window) = app.get_webview_window("dashboard") {
+        let _ = window.destroy();
     }
 }

@@ -79,7 +79,7 @@ fn webdriver_binary() -> Option<PathBuf> {
     );
 }
 
-fn account<'a>(snapshot: &'a Value, key: &str) -> Option<&'a Value> {
+fn row<'a>(snapshot: &'a Value, key: &str) -> Option<&'a Value> {
     let accounts = snapshot["accounts"].as_array()?;
     accounts.iter().find(|a| a["key"] == key)
 }
@@ -192,8 +192,9 @@ impl Driver {
     }
 
     async fn text(&self, element: &str) -> Result<String, String> {
-        let text = self.cmd(Method::GET, &format!("/element/{element}/text"), None);
-        Ok(text.await?.as_str().unwrap_or_default().to_string())
+        let path = format!("/element/{element}/text");
+        let text = self.cmd(Method::GET, &path, None).await?;
+        Ok(text.as_str().unwrap_or_default().to_string())
     }
 
     async fn attribute(&self, element: &str, name: &str) -> Result<Value, String> {
@@ -407,7 +408,7 @@ impl Dashboard {
         self.until("accounts A and B", 10, |s| {
             let listed = [KEY_A, KEY_B]
                 .iter()
-                .all(|k| account(s, k).is_some_and(|a| a["state"].is_string()));
+                .all(|k| row(s, k).is_some_and(|a| a["state"].is_string()));
             listed.then(|| s.clone())
         })
         .await
@@ -458,13 +459,13 @@ async fn dashboard_lists_the_accounts_with_their_usage_and_the_router_address() 
     let usage = |a: &Value| (percent(a, "primary"), percent(a, "secondary"));
     let shown = d
         .until("A at 42 %/10 % and B at 73 %/55 %", 10, |s| {
-            let (a, b) = (account(s, KEY_A)?, account(s, KEY_B)?);
+            let (a, b) = (row(s, KEY_A)?, row(s, KEY_B)?);
             let expected = [(Some(42.0), Some(10.0)), (Some(73.0), Some(55.0))];
             ([usage(a), usage(b)] == expected).then(|| s.clone())
         })
         .await;
     for (key, email) in [(KEY_A, "a@example.com"), (KEY_B, "b@example.com")] {
-        let a = account(&shown, key).expect("listed");
+        let a = row(&shown, key).expect("listed");
         assert_eq!(
             (a["email"].as_str(), a["state"].as_str()),
             (Some(email), Some("ok")),
@@ -505,7 +506,7 @@ async fn dashboard_add_account_signs_in_through_the_issuer_and_lists_the_new_acc
     let started = Instant::now();
     d.driver.click("#add-account").await;
     let c = d
-        .until("the new account C", 10, |s| account(s, KEY_C).cloned())
+        .until("the new account C", 10, |s| row(s, KEY_C).cloned())
         .await;
     eprintln!(
         "dashboard: C listed {:.1?} after the click",
@@ -538,14 +539,14 @@ async fn dashboard_remove_asks_first_then_drops_the_account_from_the_list_and_th
         return;
     };
     d.both_listed().await;
-    let row = format!(".account[data-key=\"{KEY_B}\"]");
+    let b = format!(".account[data-key=\"{KEY_B}\"]");
     d.driver
-        .click(&format!("{row} button[data-action=\"remove\"]"))
+        .click(&format!("{b} button[data-action=\"remove\"]"))
         .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let shown = d.snapshot().await;
     assert!(
-        account(&shown, KEY_B).is_some(),
+        row(&shown, KEY_B).is_some(),
         "the first click only asks: {shown:#}"
     );
     assert!(
@@ -554,10 +555,10 @@ async fn dashboard_remove_asks_first_then_drops_the_account_from_the_list_and_th
     );
     d.driver.screenshot("3-confirm").await;
     d.driver
-        .click(&format!("{row} button[data-action=\"confirm-remove\"]"))
+        .click(&format!("{b} button[data-action=\"confirm-remove\"]"))
         .await;
     d.until("the list without B", 10, |s| {
-        (account(s, KEY_B).is_none() && account(s, KEY_A).is_some()).then_some(())
+        (row(s, KEY_B).is_none() && row(s, KEY_A).is_some()).then_some(())
     })
     .await;
     assert_eq!(
@@ -574,7 +575,7 @@ async fn dashboard_shows_a_usage_limit_within_seconds() {
         return;
     };
     let shown = d.both_listed().await;
-    assert_eq!(account(&shown, KEY_A).unwrap()["state"], "ok", "{shown:#}");
+    assert_eq!(row(&shown, KEY_A).unwrap()["state"], "ok", "{shown:#}");
     d.fake.push_behaviour(
         "acct-a",
         Behaviour::UsageLimit {
@@ -600,19 +601,15 @@ async fn dashboard_shows_a_usage_limit_within_seconds() {
     assert_eq!(status, 429, "A pinned and limited");
     let a = d
         .until("A limited", 10, |s| {
-            (account(s, KEY_A)?["state"] == "limited").then(|| s.clone())
+            (row(s, KEY_A)?["state"] == "limited").then(|| s.clone())
         })
         .await;
     eprintln!(
         "dashboard: A limited {:.1?} after the request",
         started.elapsed()
     );
-    assert_eq!(
-        account(&a, KEY_B).unwrap()["state"],
-        "ok",
-        "B untouched: {a:#}"
-    );
-    let reset = account(&a, KEY_A).unwrap()["reset"]
+    assert_eq!(row(&a, KEY_B).unwrap()["state"], "ok", "B untouched: {a:#}");
+    let reset = row(&a, KEY_A).unwrap()["reset"]
         .as_str()
         .unwrap_or_default()
         .to_string();
