@@ -7,7 +7,7 @@ const $ = (selector) => document.querySelector(selector);
 /** Messages by error code: the page never shows a raw Rust message alone. */
 const ERROR_TEXT = {
   login: "The sign-in did not complete",
-  account: "That account could not be changed",
+  failed: "That did not work",
   store: "The accounts file could not be used",
   port: "The router's port is taken",
   strategy: "Unknown strategy",

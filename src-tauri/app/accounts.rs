@@ -77,7 +77,7 @@ pub fn remove_account(
             }),
         }
     })?;
-    let removed = removed.map_err(|e| AppError::Select(e.to_string()))?;
+    let removed = removed.map_err(|e| AppError::Message(e.to_string()))?;
     // The file no longer points at the entry, so deleting it second can lose nothing.
     store.delete_tokens(&removed)?;
     Ok(removed)
@@ -129,7 +129,7 @@ pub fn change_account(
         }
         Ok(file.accounts[*index].display_name())
     })?;
-    result.map_err(|e| AppError::Select(e.to_string()))
+    result.map_err(|e| AppError::Message(e.to_string()))
 }
 
 /// Forgets every account and its tokens on this machine. Tokens are not revoked upstream:

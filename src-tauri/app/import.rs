@@ -75,7 +75,7 @@ pub fn import_accounts(
     let mut report = ImportReport::default();
     let mut found = Vec::new();
     for path in &sources {
-        let (source, accounts) = read_source(path).map_err(|e| AppError::Select(e.to_string()))?;
+        let (source, accounts) = read_source(path).map_err(|e| AppError::Message(e.to_string()))?;
         if source == ImportSource::CodexAuth {
             report.warnings.push(format!(
                 "{} is Codex's own login: Codex and the router now hold the same rotating refresh token, and whichever refreshes first burns it for the other. Run `codex login` once more so that Codex gets a sign-in of its own (do not run `codex logout`: it revokes the token the router now uses), or add the account with `cma login` instead of importing it.",

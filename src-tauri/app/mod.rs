@@ -55,8 +55,9 @@ pub enum AppError {
         port: u16,
         source: std::io::Error,
     },
+    /// A failure already put in words for the user (a selector, the Codex config, startup).
     #[error("{0}")]
-    Select(String),
+    Message(String),
     #[error("{0}")]
     Internal(String),
     #[error(transparent)]

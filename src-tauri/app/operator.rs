@@ -10,13 +10,13 @@ use super::AppError;
 
 impl From<ConfigError> for AppError {
     fn from(e: ConfigError) -> Self {
-        AppError::Select(e.to_string())
+        AppError::Message(e.to_string())
     }
 }
 
 impl From<StartupError> for AppError {
     fn from(e: StartupError) -> Self {
-        AppError::Select(e.to_string())
+        AppError::Message(e.to_string())
     }
 }
 
@@ -107,7 +107,7 @@ pub fn exempt_loopback_in_codex_env(codex_home: &Path) -> Result<bool, AppError>
     let mut out = lines.join("\n");
     out.push('\n');
     crate::store::write_atomic(&path, out.as_bytes())
-        .map_err(|e| AppError::Select(format!("cannot write {}: {e}", path.display())))?;
+        .map_err(|e| AppError::Message(format!("cannot write {}: {e}", path.display())))?;
     Ok(true)
 }
 
@@ -137,11 +137,11 @@ pub fn activate_startup(entry: &StartupEntry) -> Result<(), AppError> {
         let status = std::process::Command::new(program)
             .args(args)
             .status()
-            .map_err(|e| AppError::Select(format!("cannot run {program}: {e}")))?;
+            .map_err(|e| AppError::Message(format!("cannot run {program}: {e}")))?;
         if status.success() {
             Ok(())
         } else {
-            Err(AppError::Select(format!(
+            Err(AppError::Message(format!(
                 "`{program} {}` failed ({status})",
                 args.join(" ")
             )))

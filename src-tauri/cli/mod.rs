@@ -222,14 +222,14 @@ async fn run(command: Command) -> Result<(), AppError> {
             if smoke::run(&settings, all_accounts, &model, json).await? {
                 Ok(())
             } else {
-                Err(AppError::Select("the smoke test failed".to_string()))
+                Err(AppError::Message("the smoke test failed".to_string()))
             }
         }
         Command::Doctor { json } => {
             if doctor::run(&settings, json).await? {
                 Ok(())
             } else {
-                Err(AppError::Select(
+                Err(AppError::Message(
                     "something is broken; see the fixes above".to_string(),
                 ))
             }

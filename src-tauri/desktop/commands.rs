@@ -26,7 +26,7 @@ impl From<AppError> for CommandError {
     fn from(e: AppError) -> Self {
         let code = match &e {
             AppError::Store(_) => "store",
-            AppError::Select(_) => "account",
+            AppError::Message(_) => "failed",
             AppError::Login(_) => "login",
             AppError::AlreadyRunning { .. } | AppError::PortBusy { .. } => "port",
             _ => "internal",
