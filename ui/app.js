@@ -4,6 +4,9 @@ import { commands, onStatusChanged } from "./api.js";
 
 const $ = (selector) => document.querySelector(selector);
 
+/** The account whose removal waits for its confirming click; kept across redraws. */
+let pendingRemove = null;
+
 /** Messages by error code: the page never shows a raw Rust message alone. */
 const ERROR_TEXT = {
   login: "The sign-in did not complete",
@@ -77,7 +80,7 @@ function accountCard(a, now) {
     button("use", a.preferred ? "Used for new sessions" : "Use for new sessions"),
     button("toggle", a.enabled ? "Disable" : "Enable"),
     button("relogin", "Log in again…"),
-    button("remove", "Remove…"));
+    a.key === pendingRemove ? button("confirm-remove", `Remove ${name} from this machine`) : button("remove", "Remove…"));
   const card = el("div", { class: "account", dataset: { key: a.key } },
     el("div", { class: "top" },
       el("span", { class: "email", text: name }),
@@ -93,8 +96,12 @@ function accountCard(a, now) {
     if (action === "use") act(commands.useForNewSessions(a.key));
     if (action === "toggle") act(commands.setEnabled(a.key, !a.enabled));
     if (action === "relogin") act(commands.addAccount());
-    if (action === "confirm-remove") act(commands.remove(a.key));
+    if (action === "confirm-remove") {
+      pendingRemove = null;
+      act(commands.remove(a.key));
+    }
     if (action === "remove") {
+      pendingRemove = a.key;
       event.target.replaceWith(button("confirm-remove", `Remove ${name} from this machine`));
     }
   });

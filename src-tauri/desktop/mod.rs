@@ -73,8 +73,19 @@ pub fn main() -> ExitCode {
             let handle = app.handle().clone();
             tauri::async_runtime::spawn(async move {
                 let slot = start_or_attach(settings).await;
+                let changes = match &slot {
+                    tray::RouterSlot::Running(router) => Some(router.state.subscribe()),
+                    _ => None,
+                };
                 *desktop.router.lock().unwrap_or_else(|p| p.into_inner()) = slot;
                 commands::changed(&handle);
+                if let Some(mut changes) = changes {
+                    // Traffic changes usage and limits: redraw after it, at most twice a second.
+                    while changes.changed().await.is_ok() {
+                        commands::changed(&handle);
+                        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                    }
+                }
             });
             Ok(())
         })

@@ -107,6 +107,7 @@ mod tests {
             usage: None,
             last_used: None,
             preferred: false,
+            empty_at: None,
         }
     }
 

@@ -31,6 +31,11 @@ pub enum ProxyError {
         resets_at: i64,
         resets_in_seconds: i64,
     },
+    #[error("this account has reached its usage limit; it resets in {resets_in_seconds} s")]
+    AccountLimited {
+        resets_at: i64,
+        resets_in_seconds: i64,
+    },
     #[error("no account could reach the ChatGPT backend: {0}")]
     UpstreamUnavailable(String),
     #[error("no route for {0}")]
@@ -49,7 +54,9 @@ impl ProxyError {
             ProxyError::NoAccounts | ProxyError::AllNeedLogin(_) | ProxyError::AllDisabled => {
                 StatusCode::BAD_REQUEST
             }
-            ProxyError::AllLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ProxyError::AllLimited { .. } | ProxyError::AccountLimited { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             ProxyError::UpstreamUnavailable(_) => StatusCode::BAD_GATEWAY,
             ProxyError::NotFound(_) => StatusCode::NOT_FOUND,
         }
@@ -67,7 +74,9 @@ impl ProxyError {
             ProxyError::NoAccounts => "no_accounts",
             ProxyError::AllNeedLogin(_) => "accounts_need_login",
             ProxyError::AllDisabled => "accounts_disabled",
-            ProxyError::AllLimited { .. } => "usage_limit_reached",
+            ProxyError::AllLimited { .. } | ProxyError::AccountLimited { .. } => {
+                "usage_limit_reached"
+            }
             ProxyError::UpstreamUnavailable(_) => "upstream_unavailable",
             ProxyError::NotFound(_) => "not_found",
         }
@@ -81,6 +90,10 @@ impl IntoResponse for ProxyError {
         let body = match &self {
             // The shape Codex turns into "try again at HH:MM" instead of retrying.
             ProxyError::AllLimited {
+                resets_at,
+                resets_in_seconds,
+            }
+            | ProxyError::AccountLimited {
                 resets_at,
                 resets_in_seconds,
             } => json!({"error": {

@@ -253,6 +253,15 @@ fn exhausted(state: &ProxyState, model: &str, last: Option<Failure>) -> Response
             headers: Default::default(),
             body: bytes::Bytes::from_static(br#"{"error":{"code":"upstream_unauthorized","message":"the ChatGPT backend refused every account's token"}}"#),
         }),
+        // A pinned account (`x-cma-account`) that is limited, while others are not.
+        Some(Failure::Limited { reset, .. }) => {
+            let resets_at = reset.unwrap_or((now + UNKNOWN_RESET.as_millis() as i64) / 1000);
+            ProxyError::AccountLimited {
+                resets_at,
+                resets_in_seconds: (resets_at - now / 1000).max(1),
+            }
+            .into_response()
+        }
         // Limited accounts are handled above; cooling-down ones land here.
         _ => ProxyError::UpstreamUnavailable("every account is resting after errors".to_string()).into_response(),
     }

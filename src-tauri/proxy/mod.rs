@@ -46,6 +46,8 @@ struct Inner {
     settings: Settings,
     addr: std::net::SocketAddr,
     recent: std::sync::Mutex<std::collections::VecDeque<RequestRecord>>,
+    /// Bumped after every request: usage, limits or an account's state may have changed.
+    changes: tokio::sync::watch::Sender<u64>,
     routing: Routing,
     http: reqwest::Client,
     started_at: i64,
@@ -69,6 +71,7 @@ impl ProxyState {
                 settings,
                 addr,
                 recent: std::sync::Mutex::new(std::collections::VecDeque::with_capacity(RECENT)),
+                changes: tokio::sync::watch::channel(0).0,
                 routing,
                 http,
                 started_at: crate::accounts::now_ms(),
@@ -92,6 +95,14 @@ impl ProxyState {
             recent.pop_front();
         }
         recent.push_back(record);
+        drop(recent);
+        self.inner.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Resolves whenever a request finished: front ends redraw from the status then, instead
+    /// of polling.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.changes.subscribe()
     }
 
     /// The last requests, newest first.

@@ -23,6 +23,7 @@ fn account(email: &str, state: &str, used: Option<(f64, f64)>) -> AccountStatus 
         }),
         last_used: None,
         preferred: false,
+        empty_at: None,
     }
 }
 
