@@ -50,34 +50,41 @@ pub fn find_accounts(accounts: &[AccountRecord], selector: &AccountSelector) -> 
         .collect()
 }
 
+/// The one account a selector names; none or several is an error that lists them.
+fn select_one(
+    accounts: &[AccountRecord],
+    selector: &AccountSelector,
+) -> Result<usize, SelectError> {
+    let found = find_accounts(accounts, selector);
+    match found.as_slice() {
+        [one] => Ok(*one),
+        [] => Err(SelectError::NoMatch(selector.0.clone())),
+        many => Err(SelectError::Ambiguous {
+            selector: selector.0.clone(),
+            count: many.len(),
+            names: many
+                .iter()
+                .map(|i| accounts[*i].display_name())
+                .collect::<Vec<_>>()
+                .join(", "),
+        }),
+    }
+}
+
 /// Removes exactly one account, returning it. Ambiguous selectors remove nothing.
 pub fn remove_account(
     store: &Store,
     selector: &AccountSelector,
 ) -> Result<AccountRecord, AppError> {
     let removed = store.update_accounts(|file| {
-        let found = find_accounts(&file.accounts, selector);
-        match found.as_slice() {
-            [one] => {
-                let record = file.accounts.remove(*one);
-                if file.preferred_account.as_deref() == Some(record.key().as_str()) {
-                    file.preferred_account = None;
-                }
-                Ok(record)
-            }
-            [] => Err(SelectError::NoMatch(selector.0.clone())),
-            many => Err(SelectError::Ambiguous {
-                selector: selector.0.clone(),
-                count: many.len(),
-                names: many
-                    .iter()
-                    .map(|i| file.accounts[*i].display_name())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            }),
+        let index = select_one(&file.accounts, selector)?;
+        let record = file.accounts.remove(index);
+        if file.preferred_account.as_deref() == Some(record.key().as_str()) {
+            file.preferred_account = None;
         }
+        Ok(record)
     })?;
-    let removed = removed.map_err(|e| AppError::Message(e.to_string()))?;
+    let removed = removed.map_err(|e: SelectError| AppError::Message(e.to_string()))?;
     // The file no longer points at the entry, so deleting it second can lose nothing.
     store.delete_tokens(&removed)?;
     Ok(removed)
@@ -100,22 +107,7 @@ pub fn change_account(
     change: AccountChange,
 ) -> Result<String, AppError> {
     let result = store.update_accounts(|file| {
-        let found = find_accounts(&file.accounts, selector);
-        let [index] = found.as_slice() else {
-            return Err(if found.is_empty() {
-                SelectError::NoMatch(selector.0.clone())
-            } else {
-                SelectError::Ambiguous {
-                    selector: selector.0.clone(),
-                    count: found.len(),
-                    names: found
-                        .iter()
-                        .map(|i| file.accounts[*i].display_name())
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                }
-            });
-        };
+        let index = &select_one(&file.accounts, selector)?;
         let key = file.accounts[*index].key();
         let record = &mut file.accounts[*index];
         match change {
@@ -129,7 +121,7 @@ pub fn change_account(
         }
         Ok(file.accounts[*index].display_name())
     })?;
-    result.map_err(|e| AppError::Message(e.to_string()))
+    result.map_err(|e: SelectError| AppError::Message(e.to_string()))
 }
 
 /// Forgets every account and its tokens on this machine. Tokens are not revoked upstream:
