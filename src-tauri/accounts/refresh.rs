@@ -79,7 +79,8 @@ impl Pool {
             .map(|a| a.generation)
     }
 
-    fn display_name(&self, key: &str) -> String {
+    /// The account's label or email, without copying the pool.
+    pub fn display_name(&self, key: &str) -> String {
         self.state()
             .accounts
             .iter()

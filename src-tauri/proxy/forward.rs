@@ -88,22 +88,23 @@ async fn run(
                 );
                 routing.pool.mark_used(&account, now);
                 let mut response = response;
-                if let Ok(name) = HeaderValue::from_str(&account_name(state, &account)) {
-                    response.headers_mut().insert(SERVED_BY_HEADER, name);
+                let name = routing.pool.display_name(&account);
+                if let Ok(value) = HeaderValue::from_str(&name) {
+                    response.headers_mut().insert(SERVED_BY_HEADER, value);
                 }
-                state.record_request(super::RequestRecord {
-                    at: now,
-                    account: Some(account_name(state, &account)),
-                    model: model.to_string(),
-                    status: response.status().as_u16(),
-                    first_byte_ms: started.elapsed().as_secs_f64() * 1000.0,
-                });
                 tracing::debug!(
-                    account = %account_name(state, &account),
+                    account = %name,
                     status = response.status().as_u16(),
                     first_byte_ms = started.elapsed().as_secs_f64() * 1000.0,
                     "served"
                 );
+                state.record_request(super::RequestRecord {
+                    at: now,
+                    account: Some(name),
+                    model: model.to_string(),
+                    status: response.status().as_u16(),
+                    first_byte_ms: started.elapsed().as_secs_f64() * 1000.0,
+                });
                 return response;
             }
             Answer::Fail(failure) => {
@@ -182,7 +183,7 @@ fn credential_failure(e: AccountsError) -> Failure {
 
 fn note_failure(state: &ProxyState, account: &str, model: &str, failure: &Failure, now: i64) {
     let pool = &state.routing().pool;
-    let name = account_name(state, account);
+    let name = pool.display_name(account);
     match failure {
         Failure::Limited { code, reset } => {
             let until = reset
@@ -265,15 +266,4 @@ fn exhausted(state: &ProxyState, model: &str, last: Option<Failure>) -> Response
         // Limited accounts are handled above; cooling-down ones land here.
         _ => ProxyError::UpstreamUnavailable("every account is resting after errors".to_string()).into_response(),
     }
-}
-
-fn account_name(state: &ProxyState, key: &str) -> String {
-    state
-        .routing()
-        .pool
-        .accounts()
-        .iter()
-        .find(|a| a.key == key)
-        .map(|a| a.record.display_name())
-        .unwrap_or_else(|| key.to_string())
 }
