@@ -3,10 +3,13 @@
 const tauri = () => window.__TAURI__;
 const internals = () => window.__TAURI_INTERNALS__;
 
-/** Calls a Rust command; errors come back as {code, message}. */
-export function invoke(command, args = {}) {
+/**
+ * Asks the tray app to do something: the window's one Rust command, `call`, forwards it to the
+ * tray process (the dashboard runs in a process of its own). Errors come back as {code, message}.
+ */
+export function invoke(name, args = {}) {
   const core = tauri()?.core ?? internals();
-  return core.invoke(command, args);
+  return core.invoke("call", { name, args });
 }
 
 export const commands = {

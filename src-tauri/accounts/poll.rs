@@ -12,15 +12,24 @@ use super::{now_ms, Pool};
 const FRESH_ENOUGH_MS: i64 = 5 * 60 * 1000;
 
 impl Pool {
-    /// Polls every usable account now, then every `every`, until the task is dropped.
-    pub async fn poll_usage_forever(self, usage_url: String, every: Duration) {
+    /// Polls every usable account now, then every `every`, until the task is dropped;
+    /// `on_update` runs after a round that learned something (the tray redraws then).
+    pub async fn poll_usage_forever(
+        self,
+        usage_url: String,
+        every: Duration,
+        on_update: impl Fn() + Send + 'static,
+    ) {
         loop {
-            self.poll_usage_once(&usage_url).await;
+            if self.poll_usage_once(&usage_url).await > 0 {
+                on_update();
+            }
             tokio::time::sleep(every).await;
         }
     }
 
-    pub async fn poll_usage_once(&self, usage_url: &str) {
+    /// Polls the accounts whose usage is unknown or old; returns how many it updated.
+    pub async fn poll_usage_once(&self, usage_url: &str) -> usize {
         self.sync_from_disk();
         let now = now_ms();
         let due: Vec<(String, crate::sensitive::AccessToken, Option<String>)> = self
@@ -42,6 +51,7 @@ impl Pool {
                 ))
             })
             .collect();
+        let mut updated = 0;
         for (key, token, account_id) in due {
             let mut request = self
                 .inner
@@ -61,9 +71,11 @@ impl Pool {
             if let Ok(body) = response.json::<Value>().await {
                 if let Some(usage) = from_usage_payload(&body, now / 1000) {
                     self.record_usage(&key, usage);
+                    updated += 1;
                 }
             }
         }
+        updated
     }
 }
 

@@ -137,11 +137,15 @@ pub async fn start_router(settings: Settings) -> Result<RunningRouter, AppError>
         port: settings.port,
         source,
     })?;
-    // Usage is polled once at start and then rarely: the answers themselves keep it current.
-    let poller = tokio::spawn(
-        pool_for_poll.poll_usage_forever(settings.usage_url.clone(), Duration::from_secs(15 * 60)),
-    );
+    let usage_url = settings.usage_url.clone();
     let state = ProxyState::new(settings, addr, routing, http);
+    // Usage is polled once at start and then rarely: the answers themselves keep it current.
+    let announce = state.clone();
+    let poller = tokio::spawn(pool_for_poll.poll_usage_forever(
+        usage_url,
+        Duration::from_secs(15 * 60),
+        move || announce.announce_change(),
+    ));
     let (shutdown, mut stop) = watch::channel(false);
     let app = proxy::router(state.clone());
     let saver_store = store.clone();

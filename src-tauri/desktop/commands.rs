@@ -1,26 +1,19 @@
-//! The dashboard's Tauri commands: each calls the same `app` use case as `cma`, and errors
-//! reach the page as `{code, message}`, never as a raw Rust message.
+//! What the dashboard can ask of the tray app: each call runs the same `app` use case as
+//! `cma`, and errors reach the page as `{code, message}`, never as a raw Rust message alone.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Serialize;
-use tauri::{AppHandle, Emitter, Manager, State};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tauri::{AppHandle, Manager};
 
+use super::dashboard::{self, CommandError};
 use super::tray::{self, Desktop, RouterSlot};
 use crate::app::{self, AccountChange, AccountSelector, AppError};
 use crate::codex_config::CodexConfig;
 use crate::oauth::{self, BrowserLoginOptions};
 use crate::settings::Strategy;
-
-/// The event the page listens to for a fresh status.
-pub const STATUS_CHANGED: &str = "status-changed";
-
-#[derive(Debug, Serialize)]
-pub struct CommandError {
-    pub code: &'static str,
-    pub message: String,
-}
 
 impl From<AppError> for CommandError {
     fn from(e: AppError) -> Self {
@@ -31,14 +24,82 @@ impl From<AppError> for CommandError {
             AppError::AlreadyRunning { .. } | AppError::PortBusy { .. } => "port",
             _ => "internal",
         };
-        CommandError {
-            code,
-            message: e.to_string(),
-        }
+        CommandError::new(code, e.to_string())
     }
 }
 
 type Reply<T> = Result<T, CommandError>;
+
+/// The calls the page makes (`ui/api.js`), with their arguments.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "call", content = "args", rename_all = "snake_case")]
+pub enum Call {
+    DashboardStatus,
+    AddAccount,
+    SetAccountEnabled { key: String, enabled: bool },
+    UseForNewSessions { key: String },
+    RemoveAccount { key: String },
+    SetStrategy { strategy: String },
+    ApplyCodexConfig,
+    RevertCodexConfig,
+}
+
+impl Call {
+    pub fn parse(call: &str, args: Value) -> Reply<Call> {
+        // Calls without arguments may come with `{}`, which a unit variant refuses.
+        let args = match args {
+            Value::Object(map) if map.is_empty() => Value::Null,
+            other => other,
+        };
+        let tagged = serde_json::json!({ "call": call, "args": args });
+        serde_json::from_value(tagged)
+            .map_err(|e| CommandError::new("internal", format!("bad call {call:?}: {e}")))
+    }
+}
+
+/// Runs one call from the page.
+pub async fn dispatch(app: &AppHandle, call: &str, args: Value) -> Reply<Value> {
+    let done = |()| Value::Null;
+    match Call::parse(call, args)? {
+        Call::DashboardStatus => {
+            let desktop = app.state::<Arc<Desktop>>();
+            serde_json::to_value(dashboard_status(&desktop)).map_err(CommandError::internal)
+        }
+        Call::AddAccount => {
+            add_account(app);
+            Ok(Value::Null)
+        }
+        Call::SetAccountEnabled { key, enabled } => {
+            let to = match enabled {
+                true => AccountChange::Enable,
+                false => AccountChange::Disable,
+            };
+            change(app, move |s| {
+                app::change_account(&s.store(), &AccountSelector(key), to).map(drop)
+            })
+            .await
+            .map(done)
+        }
+        Call::UseForNewSessions { key } => change(app, move |s| {
+            let to = AccountChange::UseForNewSessions;
+            app::change_account(&s.store(), &AccountSelector(key), to).map(drop)
+        })
+        .await
+        .map(done),
+        Call::RemoveAccount { key } => change(app, move |s| {
+            app::remove_account(&s.store(), &AccountSelector(key)).map(drop)
+        })
+        .await
+        .map(done),
+        Call::SetStrategy { strategy } => set_strategy(app, &strategy).map(done),
+        Call::ApplyCodexConfig => change(app, |s| app::configure_codex(s, false).map(drop))
+            .await
+            .map(done),
+        Call::RevertCodexConfig => change(app, |s| app::revert_codex(s).map(drop))
+            .await
+            .map(done),
+    }
+}
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -54,8 +115,7 @@ pub struct DashboardStatus {
     pub now: i64,
 }
 
-#[tauri::command]
-pub fn dashboard_status(desktop: State<'_, Arc<Desktop>>) -> DashboardStatus {
+fn dashboard_status(desktop: &Desktop) -> DashboardStatus {
     let (router, accounts, strategy) = desktop.snapshot();
     let recent = match &*desktop.router.lock().unwrap_or_else(|p| p.into_inner()) {
         RouterSlot::Running(r) => r.state.recent_requests(),
@@ -89,10 +149,7 @@ async fn change(
     let settings = app.state::<Arc<Desktop>>().settings.clone();
     let result = tokio::task::spawn_blocking(move || work(&settings))
         .await
-        .map_err(|e| CommandError {
-            code: "internal",
-            message: e.to_string(),
-        })?;
+        .map_err(CommandError::internal)?;
     changed(app);
     Ok(result?)
 }
@@ -100,73 +157,26 @@ async fn change(
 /// Redraws the tray and asks the page to refresh.
 pub fn changed(app: &AppHandle) {
     tray::refresh(app);
-    let _ = app.emit(STATUS_CHANGED, ());
+    dashboard::notify_changed(app);
 }
 
-#[tauri::command]
-pub async fn set_account_enabled(app: AppHandle, key: String, enabled: bool) -> Reply<()> {
-    let change_to = if enabled {
-        AccountChange::Enable
-    } else {
-        AccountChange::Disable
-    };
-    change(&app, move |s| {
-        app::change_account(&s.store(), &AccountSelector(key), change_to).map(drop)
-    })
-    .await
-}
-
-#[tauri::command]
-pub async fn use_for_new_sessions(app: AppHandle, key: String) -> Reply<()> {
-    change(&app, move |s| {
-        app::change_account(
-            &s.store(),
-            &AccountSelector(key),
-            AccountChange::UseForNewSessions,
-        )
-        .map(drop)
-    })
-    .await
-}
-
-#[tauri::command]
-pub async fn remove_account(app: AppHandle, key: String) -> Reply<()> {
-    change(&app, move |s| {
-        app::remove_account(&s.store(), &AccountSelector(key)).map(drop)
-    })
-    .await
-}
-
-#[tauri::command]
-pub async fn apply_codex_config(app: AppHandle) -> Reply<()> {
-    change(&app, |s| app::configure_codex(s, false).map(drop)).await
-}
-
-#[tauri::command]
-pub async fn revert_codex_config(app: AppHandle) -> Reply<()> {
-    change(&app, |s| app::revert_codex(s).map(drop)).await
-}
-
-#[tauri::command]
-pub fn set_strategy(app: AppHandle, strategy: String) -> Reply<()> {
-    let strategy = Strategy::parse(&strategy).ok_or(CommandError {
-        code: "strategy",
-        message: format!("unknown strategy {strategy:?}"),
-    })?;
+fn set_strategy(app: &AppHandle, strategy: &str) -> Reply<()> {
+    let strategy = Strategy::parse(strategy)
+        .ok_or_else(|| CommandError::new("strategy", format!("unknown strategy {strategy:?}")))?;
     let desktop = app.state::<Arc<Desktop>>();
     if let RouterSlot::Running(router) = &*desktop.router.lock().unwrap_or_else(|p| p.into_inner())
     {
         router.state.routing().set_strategy(strategy);
     }
-    changed(&app);
+    changed(app);
     Ok(())
 }
 
 /// Starts the browser login; it finishes in the background (the window may close meanwhile)
 /// and the new account appears by itself.
-#[tauri::command]
-pub fn add_account(app: AppHandle) {
+fn add_account(app: &AppHandle) {
     let desktop = app.state::<Arc<Desktop>>().inner().clone();
+    let app = app.clone();
     tauri::async_runtime::spawn(async move {
         desktop.set_notice(Some("Signing in: finish in the browser…".to_string()));
         changed(&app);

@@ -2,10 +2,12 @@
 //! dashboard window and notifications attach here; this is the only module that uses Tauri.
 
 mod commands;
+mod dashboard;
 pub mod notices;
 mod tray;
 pub mod tray_icon;
 pub mod tray_model;
+mod window;
 
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
@@ -25,6 +27,9 @@ pub fn main() -> ExitCode {
         eprintln!("hint: on a headless machine run the router with `cma start`");
         return ExitCode::FAILURE;
     }
+    if std::env::args().any(|a| a == dashboard::WINDOW_ARG) {
+        return window::main();
+    }
     let settings = match Settings::from_env() {
         Ok(s) => s,
         Err(e) => {
@@ -37,14 +42,15 @@ pub fn main() -> ExitCode {
         router: Mutex::new(tray::RouterSlot::Starting),
         notice: Mutex::new(None),
         notifier: Mutex::new(notices::Notifier::default()),
+        dashboard: Mutex::new(None),
     });
     let result = tauri::Builder::default()
         // First, so that a second launch hands over to this one before doing anything else.
         .plugin(tauri_plugin_single_instance::init(|app, args, _cwd| {
             if args.iter().any(|a| a == "--close-dashboard") {
-                close_dashboard(app);
+                dashboard::close(app);
             } else {
-                open_dashboard(app);
+                dashboard::open(app);
             }
         }))
         .plugin(tauri_plugin_autostart::init(
@@ -53,22 +59,12 @@ pub fn main() -> ExitCode {
         ))
         .plugin(tauri_plugin_notification::init())
         .manage(desktop.clone())
-        .invoke_handler(tauri::generate_handler![
-            commands::dashboard_status,
-            commands::add_account,
-            commands::set_account_enabled,
-            commands::use_for_new_sessions,
-            commands::remove_account,
-            commands::set_strategy,
-            commands::apply_codex_config,
-            commands::revert_codex_config,
-        ])
         .setup(move |app| {
             tray::create(app.handle())?;
             // At login the app starts with --minimized: tray only. Started by hand, it shows
             // the dashboard.
             if !std::env::args().any(|a| a == "--minimized") {
-                open_dashboard(app.handle());
+                dashboard::open(app.handle());
             }
             let handle = app.handle().clone();
             tauri::async_runtime::spawn(async move {
@@ -125,36 +121,5 @@ async fn start_or_attach(settings: Settings) -> tray::RouterSlot {
             tracing::error!("the router could not start: {e}");
             tray::RouterSlot::Failed(RouterState::Stopped)
         }
-    }
-}
-
-/// Shows the dashboard, creating its webview now: a webview costs memory, so none exists
-/// while the dashboard is closed.
-pub fn open_dashboard(app: &tauri::AppHandle) {
-    use tauri::Manager;
-    if let Some(window) = app.get_webview_window("dashboard") {
-        let _ = window.show();
-        let _ = window.set_focus();
-        return;
-    }
-    let built = tauri::WebviewWindowBuilder::new(
-        app,
-        "dashboard",
-        tauri::WebviewUrl::App("index.html".into()),
-    )
-    .title("Codex App Account Router")
-    .inner_size(920.0, 680.0)
-    .build();
-    if let Err(e) = built {
-        tracing::error!("the dashboard could not open: {e}");
-    }
-}
-
-/// Closes the dashboard and releases its webview (`codex-app-account-router --close-dashboard`
-/// does this from a script).
-pub fn close_dashboard(app: &tauri::AppHandle) {
-    use tauri::Manager;
-    if let Some(window) = app.get_webview_window("dashboard") {
-        let _ = window.destroy();
     }
 }

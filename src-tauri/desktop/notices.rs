@@ -34,11 +34,14 @@ impl Notifier {
         let mut out = Vec::new();
         let live: Vec<&AccountStatus> = accounts.iter().filter(|a| a.enabled).collect();
         let serving = live.iter().find(|a| a.state == "ok").map(|a| name(a));
+        let all_limited = !live.is_empty() && live.iter().all(|a| a.state == "limited");
+        // When the last account runs out, one notice says so, not one per account as well.
+        let telling_all = all_limited && !self.all_limited_told;
         for a in accounts {
             let limited = (a.key.clone(), "limited");
             let login = (a.key.clone(), "login");
             if a.enabled && a.state == "limited" {
-                if self.told.insert(limited) {
+                if self.told.insert(limited) && !telling_all {
                     let reset = a
                         .until
                         .map(|u| format!(" It resets in {}.", countdown(u - now_ms)))
@@ -71,8 +74,7 @@ impl Notifier {
                 self.told.remove(&login);
             }
         }
-        let all_limited = !live.is_empty() && live.iter().all(|a| a.state == "limited");
-        if all_limited && !self.all_limited_told {
+        if telling_all {
             let earliest = live.iter().filter_map(|a| a.until).min();
             out.push(Notice {
                 title: "Every account is limited".to_string(),
@@ -135,8 +137,12 @@ mod tests {
         let mut n = Notifier::default();
         let all = [account("a@x", "limited"), account("b@x", "limited")];
         let told = n.update(&all, NOW);
-        assert!(titles(&told).contains(&"Every account is limited"));
-        assert!(told.last().unwrap().body.contains("10m 00s"));
+        assert_eq!(
+            titles(&told),
+            ["Every account is limited"],
+            "one notice, not three"
+        );
+        assert!(told[0].body.contains("10m 00s"));
         assert!(n.update(&all, NOW).is_empty());
         let login = [account("a@x", "needs-login")];
         assert_eq!(titles(&n.update(&login, NOW)), ["a@x needs a new login"]);

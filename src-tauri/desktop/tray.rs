@@ -31,6 +31,8 @@ pub struct Desktop {
     pub router: Mutex<RouterSlot>,
     pub notice: Mutex<Option<String>>,
     pub notifier: Mutex<Notifier>,
+    /// The dashboard process, while its window is open.
+    pub dashboard: Mutex<Option<super::dashboard::Handle>>,
 }
 
 pub enum RouterSlot {
@@ -225,7 +227,7 @@ fn on_menu(app: &AppHandle, id: &str) {
                 refresh(&handle);
             });
         }
-        MenuId::OpenDashboard => super::open_dashboard(app),
+        MenuId::OpenDashboard => super::dashboard::open(app),
         MenuId::SetStrategy(strategy) => {
             if let RouterSlot::Running(router) =
                 &*desktop.router.lock().unwrap_or_else(|p| p.into_inner())

@@ -96,10 +96,15 @@ impl ProxyState {
         }
         recent.push_back(record);
         drop(recent);
+        self.announce_change();
+    }
+
+    /// Tells subscribers that the status changed (a request finished, usage was read).
+    pub fn announce_change(&self) {
         self.inner.changes.send_modify(|n| *n = n.wrapping_add(1));
     }
 
-    /// Resolves whenever a request finished: front ends redraw from the status then, instead
+    /// Resolves whenever the status changed: front ends redraw from the status then, instead
     /// of polling.
     pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
         self.inner.changes.subscribe()

@@ -25,7 +25,8 @@ const KEY_C: &str = "acct-c/user-acct-c";
 const PASSED_ON: &str = "PATH DISPLAY XAUTHORITY DBUS_SESSION_BUS_ADDRESS RUST_LOG";
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
-static ONE_APP: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+/// The app is single-instance per session bus: the window and tray tests take turns.
+pub static ONE_APP: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// What the dashboard shows, read in one script so that a re-render cannot split it.
 const SNAPSHOT: &str = r#"
@@ -47,7 +48,7 @@ return {
 const PAINTED: &str = "const done = arguments[arguments.length - 1];
 requestAnimationFrame(() => requestAnimationFrame(() => done(true)));";
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
     probe.local_addr().expect("address").port()
 }
@@ -82,7 +83,7 @@ fn percent(a: &Value, field: &str) -> Option<f64> {
 }
 
 /// Pids of the live (not zombie) children of a process.
-fn children(parent: u32) -> Vec<u32> {
+pub fn children(parent: u32) -> Vec<u32> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -109,13 +110,17 @@ struct Dashboard {
     /// `http://127.0.0.1:<port>`: the router inside the app.
     router: String,
     login_port: u16,
+    _tray_host: crate::tray::TrayHost,
     _turn: tokio::sync::MutexGuard<'static, ()>,
 }
 
 impl Dashboard {
     async fn open(prepare: impl FnOnce(&FakeOpenAi)) -> Option<Dashboard> {
         let webdriver = webdriver_binary()?;
+        crate::tray::tools_present()?;
         let _turn = ONE_APP.lock().await;
+        // The app runs as it would on a desktop: with a system tray to put its icon in.
+        let tray_host = crate::tray::TrayHost::start().await;
         let fake = FakeOpenAi::start().await;
         let dir = tempfile::tempdir().expect("temp dir");
         let records: Vec<Value> = [A, B].iter().map(|a| register(&fake, a)).collect();
@@ -173,6 +178,7 @@ impl Dashboard {
             dir,
             router,
             login_port,
+            _tray_host: tray_host,
             _turn,
         };
         for _ in 0..100 {
@@ -449,6 +455,7 @@ async fn dashboard_shows_a_usage_limit_within_seconds() {
         resets_in_seconds: 3600,
     };
     d.fake.push_behaviour("acct-a", limit);
+    let notifications = crate::tray::Notifications::watch();
     let started = Instant::now();
     // Sticky in file order: A answers 429 usage_limit_reached and B takes the request over.
     let body = codex_body("dash-limit", "gpt-5.5").to_string();
@@ -474,5 +481,7 @@ async fn dashboard_shows_a_usage_limit_within_seconds() {
         rows.iter().any(seen).then_some(())
     })
     .await;
+    let told = notifications.titled("a@example.com reached its usage limit");
+    assert_eq!(told.len(), 1, "one notification: {:?}", notifications.all());
     d.finish("4-limited").await;
 }

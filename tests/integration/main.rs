@@ -19,3 +19,5 @@ mod operator_setup;
 mod sessions;
 mod surface;
 mod tokens;
+#[cfg(feature = "desktop")]
+mod tray;

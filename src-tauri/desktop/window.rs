@@ -1,0 +1,115 @@
+//! The dashboard process: the tray app starts it (`--dashboard-window`) when the dashboard
+//! opens, and it ends when the window closes. WebKit keeps its helper processes and much of
+//! its memory until the process that used it exits, so a webview in the tray process would
+//! cost ~150 MB for as long as the tray runs; here it costs nothing once the window is closed.
+//!
+//! The page's calls go to the tray process as JSON lines on stdout, and answers and events
+//! come back on stdin (see `dashboard.rs` for the other end). When stdin closes, the tray
+//! app is gone and so is this process.
+
+use std::collections::HashMap;
+use std::io::{BufRead as _, Write as _};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde_json::Value;
+use tauri::{Emitter, Manager};
+use tokio::sync::oneshot;
+
+use super::dashboard::{CommandError, Message, Request, STATUS_CHANGED, WINDOW_LABEL};
+
+/// Calls waiting for the tray process to answer, by id.
+#[derive(Default)]
+struct Pending {
+    next: AtomicU64,
+    waiting: Mutex<HashMap<u64, oneshot::Sender<Result<Value, CommandError>>>>,
+}
+
+/// The page's one command: `call` names what the tray process should do.
+#[tauri::command]
+async fn call(
+    pending: tauri::State<'_, Arc<Pending>>,
+    name: String,
+    args: Option<Value>,
+) -> Result<Value, CommandError> {
+    let id = pending.next.fetch_add(1, Ordering::Relaxed);
+    let (tx, rx) = oneshot::channel();
+    lock(&pending.waiting).insert(id, tx);
+    let request = Request {
+        id,
+        call: name,
+        args: args.unwrap_or(Value::Null),
+    };
+    let line = serde_json::to_string(&request).map_err(CommandError::internal)?;
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{line}")
+            .and_then(|()| out.flush())
+            .map_err(|_| CommandError::gone())?;
+    }
+    rx.await.map_err(|_| CommandError::gone())?
+}
+
+pub fn main() -> ExitCode {
+    let pending = Arc::new(Pending::default());
+    let result = tauri::Builder::default()
+        .plugin(tauri_plugin_opener::init())
+        .manage(pending.clone())
+        .invoke_handler(tauri::generate_handler![call])
+        .setup(move |app| {
+            tauri::WebviewWindowBuilder::new(
+                app,
+                WINDOW_LABEL,
+                tauri::WebviewUrl::App("index.html".into()),
+            )
+            .title("Codex App Account Router")
+            .inner_size(920.0, 680.0)
+            .build()?;
+            let handle = app.handle().clone();
+            std::thread::spawn(move || listen(&handle, &pending));
+            Ok(())
+        })
+        .build(tauri::generate_context!());
+    match result {
+        Ok(app) => {
+            app.run(|_, _| {});
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: the dashboard window could not open: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Reads the tray process's answers and events until it goes away, then ends this process.
+fn listen(app: &tauri::AppHandle, pending: &Pending) {
+    for line in std::io::stdin().lock().lines() {
+        let Ok(line) = line else { break };
+        match serde_json::from_str::<Message>(&line) {
+            Ok(Message::Answer { id, result }) => {
+                if let Some(tx) = lock(&pending.waiting).remove(&id) {
+                    let _ = tx.send(result.into());
+                }
+            }
+            Ok(Message::StatusChanged) => {
+                let _ = app.emit(STATUS_CHANGED, ());
+            }
+            Ok(Message::Focus) => {
+                if let Some(window) = app.get_webview_window(WINDOW_LABEL) {
+                    let _ = window.unminimize();
+                    let _ = window.show();
+                    let _ = window.set_focus();
+                }
+            }
+            Ok(Message::Close) => break,
+            Err(e) => tracing::warn!("the dashboard ignored a line from the tray app: {e}"),
+        }
+    }
+    app.exit(0);
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
