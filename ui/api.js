@@ -15,6 +15,7 @@ export function invoke(name, args = {}) {
 export const commands = {
   status: () => invoke("dashboard_status"),
   addAccount: () => invoke("add_account"),
+  relogin: (key) => invoke("relogin", { key }),
   setEnabled: (key, enabled) => invoke("set_account_enabled", { key, enabled }),
   useForNewSessions: (key) => invoke("use_for_new_sessions", { key }),
   remove: (key) => invoke("remove_account", { key }),
@@ -22,6 +23,12 @@ export const commands = {
   applyCodexConfig: () => invoke("apply_codex_config"),
   revertCodexConfig: () => invoke("revert_codex_config"),
 };
+
+/** Opens a web page in the system browser (tauri-plugin-opener), never inside this window. */
+export function openInBrowser(url) {
+  const core = tauri()?.core ?? internals();
+  return core.invoke("plugin:opener|open_url", { url });
+}
 
 export const STATUS_CHANGED = "status-changed";
 

@@ -1,6 +1,6 @@
 // The dashboard: accounts with usage, resets and pace, the router, the last requests.
 
-import { commands, onStatusChanged } from "./api.js";
+import { commands, onStatusChanged, openInBrowser } from "./api.js";
 
 const $ = (selector) => document.querySelector(selector);
 
@@ -95,7 +95,7 @@ function accountCard(a, now) {
     const action = event.target?.dataset?.action;
     if (action === "use") act(commands.useForNewSessions(a.key));
     if (action === "toggle") act(commands.setEnabled(a.key, !a.enabled));
-    if (action === "relogin") act(commands.addAccount());
+    if (action === "relogin") act(commands.relogin(a.key));
     if (action === "confirm-remove") {
       pendingRemove = null;
       act(commands.remove(a.key));
@@ -142,6 +142,13 @@ $("#add-account").addEventListener("click", () => act(commands.addAccount()));
 $("#strategy").addEventListener("change", (e) => act(commands.setStrategy(e.target.value)));
 $("#codex-apply").addEventListener("click", () => act(commands.applyCodexConfig()));
 $("#codex-revert").addEventListener("click", () => act(commands.revertCodexConfig()));
+// Web links open in the system browser; the window only ever shows the dashboard.
+document.addEventListener("click", (event) => {
+  const link = event.target?.closest?.("a[href^='https://']");
+  if (!link) return;
+  event.preventDefault();
+  act(openInBrowser(link.href));
+});
 onStatusChanged(refresh);
 setInterval(refresh, 5000);
 refresh();

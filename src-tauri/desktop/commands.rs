@@ -14,6 +14,7 @@ use crate::app::{self, AccountChange, AccountSelector, AppError};
 use crate::codex_config::CodexConfig;
 use crate::oauth::{self, BrowserLoginOptions};
 use crate::settings::Strategy;
+use crate::store::AccountRecord;
 
 impl From<AppError> for CommandError {
     fn from(e: AppError) -> Self {
@@ -36,10 +37,23 @@ type Reply<T> = Result<T, CommandError>;
 pub enum Call {
     DashboardStatus,
     AddAccount,
-    SetAccountEnabled { key: String, enabled: bool },
-    UseForNewSessions { key: String },
-    RemoveAccount { key: String },
-    SetStrategy { strategy: String },
+    /// A new login for one account; someone else signing in is said, not hidden.
+    Relogin {
+        key: String,
+    },
+    SetAccountEnabled {
+        key: String,
+        enabled: bool,
+    },
+    UseForNewSessions {
+        key: String,
+    },
+    RemoveAccount {
+        key: String,
+    },
+    SetStrategy {
+        strategy: String,
+    },
     ApplyCodexConfig,
     RevertCodexConfig,
 }
@@ -66,7 +80,11 @@ pub async fn dispatch(app: &AppHandle, call: &str, args: Value) -> Reply<Value> 
             serde_json::to_value(dashboard_status(&desktop)).map_err(CommandError::internal)
         }
         Call::AddAccount => {
-            add_account(app);
+            start_login(app, None);
+            Ok(Value::Null)
+        }
+        Call::Relogin { key } => {
+            start_login(app, Some(key));
             Ok(Value::Null)
         }
         Call::SetAccountEnabled { key, enabled } => {
@@ -172,22 +190,29 @@ fn set_strategy(app: &AppHandle, strategy: &str) -> Reply<()> {
     Ok(())
 }
 
-/// Starts the browser login; it finishes in the background (the window may close meanwhile)
-/// and the new account appears by itself.
-fn add_account(app: &AppHandle) {
+/// Starts the browser login, for a new account or for `wanted`'s new login; it finishes in
+/// the background (the window may close meanwhile) and the account appears by itself.
+pub fn start_login(app: &AppHandle, wanted: Option<String>) {
     let desktop = app.state::<Arc<Desktop>>().inner().clone();
     let app = app.clone();
     tauri::async_runtime::spawn(async move {
         desktop.set_notice(Some("Signing in: finish in the browser…".to_string()));
         changed(&app);
-        let outcome = login(&desktop.settings).await;
-        desktop.set_notice(outcome.err().map(|e| format!("Login failed: {e}")));
+        let notice = match login(&desktop.settings, wanted).await {
+            Ok(note) => note,
+            Err(e) => Some(format!("Login failed: {e}")),
+        };
+        desktop.set_notice(notice);
         changed(&app);
     });
 }
 
-/// The browser login, opened in the browser; the account appears by itself.
-pub async fn login(settings: &crate::settings::Settings) -> Result<(), AppError> {
+/// The browser login. The issuer, not the app, decides who signs in: when `wanted` was
+/// asked for and someone else signed in, the answer says so (that account is still saved).
+async fn login(
+    settings: &crate::settings::Settings,
+    wanted: Option<String>,
+) -> Result<Option<String>, AppError> {
     let store = app::open_store(settings).await?;
     let options = BrowserLoginOptions {
         issuer: settings.oauth_issuer.clone(),
@@ -198,8 +223,30 @@ pub async fn login(settings: &crate::settings::Settings) -> Result<(), AppError>
     app::open_in_browser(settings, &login.url)
         .map_err(|e| AppError::Internal(format!("the browser did not open ({e})")))?;
     let tokens = login.finish().await?;
-    tokio::task::spawn_blocking(move || app::save_login(&store, tokens))
-        .await
-        .map_err(|e| AppError::Internal(e.to_string()))??;
-    Ok(())
+    let signed_in = AccountRecord {
+        account_id: tokens.claims.account_id.clone(),
+        user_id: tokens.claims.user_id.clone(),
+        email: tokens.claims.email.clone(),
+        ..Default::default()
+    };
+    let outcome = {
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || app::save_login(&store, tokens))
+            .await
+            .map_err(|e| AppError::Internal(e.to_string()))??
+    };
+    let Some(wanted) = wanted.filter(|w| *w != signed_in.key()) else {
+        return Ok(None);
+    };
+    let file = store.load_accounts()?;
+    let record = file.accounts.iter().find(|r| r.key() == wanted);
+    let wanted_name = record
+        .and_then(|r| r.label.clone().or(r.email.clone()))
+        .unwrap_or(wanted);
+    Ok(Some(format!(
+        "The browser signed in {} ({}), not {wanted_name}. To renew {wanted_name}, sign out \
+         of ChatGPT in the browser, then choose “Log in again…” and sign in as {wanted_name}.",
+        signed_in.email.as_deref().unwrap_or("another account"),
+        outcome.describe(),
+    )))
 }

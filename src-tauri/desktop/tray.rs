@@ -218,15 +218,8 @@ fn on_menu(app: &AppHandle, id: &str) {
                 handle.exit(0);
             });
         }
-        MenuId::AddAccount | MenuId::Relogin(_) => {
-            tauri::async_runtime::spawn(async move {
-                desktop.set_notice(Some("Signing in: finish in the browser…".to_string()));
-                refresh(&handle);
-                let outcome = super::commands::login(&desktop.settings).await;
-                desktop.set_notice(outcome.err().map(|e| format!("Login failed: {e}")));
-                refresh(&handle);
-            });
-        }
+        MenuId::AddAccount => super::commands::start_login(app, None),
+        MenuId::Relogin(key) => super::commands::start_login(app, Some(key)),
         MenuId::OpenDashboard => super::dashboard::open(app),
         MenuId::SetStrategy(strategy) => {
             if let RouterSlot::Running(router) =

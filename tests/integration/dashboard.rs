@@ -35,6 +35,7 @@ const e = document.querySelector('#error');
 const shown = e && !e.hidden && getComputedStyle(e).display !== 'none' && e.textContent.trim() !== '';
 return {
   address: text(document, '#router-address'),
+  notice: document.querySelector('#notice').hidden ? null : text(document, '#notice'),
   error: shown ? { code: e.getAttribute('data-code'), text: e.textContent.trim() } : null,
   accounts: Array.from(document.querySelectorAll('#accounts .account'), a => ({
     key: a.getAttribute('data-key'), email: text(a, '.email'), plan: text(a, '.plan'),
@@ -47,6 +48,12 @@ return {
 /// Resolves once the page has painted twice (a screenshot otherwise shows an older frame).
 const PAINTED: &str = "const done = arguments[arguments.length - 1];
 requestAnimationFrame(() => requestAnimationFrame(() => done(true)));";
+
+fn executable(path: &Path, script: &str) {
+    std::fs::write(path, script).expect("script");
+    let mode = std::os::unix::fs::PermissionsExt::from_mode(0o755);
+    std::fs::set_permissions(path, mode).expect("chmod");
+}
 
 pub fn free_port() -> u16 {
     let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
@@ -110,6 +117,8 @@ struct Dashboard {
     /// `http://127.0.0.1:<port>`: the router inside the app.
     router: String,
     login_port: u16,
+    /// The app's environment, for a second launch.
+    env: std::collections::HashMap<String, String>,
     _tray_host: crate::tray::TrayHost,
     _turn: tokio::sync::MutexGuard<'static, ()>,
 }
@@ -128,10 +137,20 @@ impl Dashboard {
         prepare(&fake);
         // The "browser": follows the issuer's redirect to the app's callback.
         let browser = dir.path().join("browser.sh");
-        let script = "#!/bin/sh\nexec curl -sL --max-time 10 \"$1\" >/dev/null\n";
-        std::fs::write(&browser, script).expect("browser script");
-        let mode = std::os::unix::fs::PermissionsExt::from_mode(0o755);
-        std::fs::set_permissions(&browser, mode).expect("chmod");
+        // It waits (at most 20 s) while a `hold` file exists: a test can act mid-login.
+        let hold = dir.path().join("hold");
+        let script = format!(
+            "#!/bin/sh\nn=0\nwhile [ -e '{}' ] && [ $n -lt 200 ]; do sleep 0.1; n=$((n+1)); done\n\
+             exec curl -sL --max-time 10 \"$1\" >/dev/null\n",
+            hold.display()
+        );
+        executable(&browser, &script);
+        // The system opener: records what it was asked to open, so no real browser starts.
+        let bin = dir.path().join("bin");
+        std::fs::create_dir_all(&bin).expect("bin dir");
+        let opened = dir.path().join("opened.txt");
+        let opener = format!("#!/bin/sh\necho \"$@\" >>'{}'\n", opened.display());
+        executable(&bin.join("xdg-open"), &opener);
         let (port, router_port, login_port) = (free_port(), free_port(), free_port());
         let home = dir.path().join("home");
         std::fs::create_dir_all(&home).expect("home");
@@ -156,12 +175,18 @@ impl Dashboard {
                 env.insert(name.to_string(), value);
             }
         }
+        let path = format!(
+            "{}:{}",
+            bin.display(),
+            env.get("PATH").cloned().unwrap_or_default()
+        );
+        env.insert("PATH".to_string(), path);
         // WebKitWebDriver hands its own environment to the app it starts.
         let log = std::fs::File::create(dir.path().join("webdriver.log")).expect("log");
         let webdriver = Command::new(webdriver)
             .args([format!("--port={port}"), "--host=127.0.0.1".into()])
             .env_clear()
-            .envs(env)
+            .envs(env.clone())
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log handle"))
             .stderr(log)
@@ -178,6 +203,7 @@ impl Dashboard {
             dir,
             router,
             login_port,
+            env,
             _tray_host: tray_host,
             _turn,
         };
@@ -308,6 +334,32 @@ impl Dashboard {
         let accounts = file["accounts"].as_array().cloned().unwrap_or_default();
         let id = |a: &Value| Some(a["accountId"].as_str()?.to_string());
         accounts.iter().filter_map(id).collect()
+    }
+
+    /// Runs the app binary a second time with `args`: the first instance gets them.
+    fn launch_again(&self, args: &[&str]) {
+        let status = Command::new(APP)
+            .args(args)
+            .env_clear()
+            .envs(self.env.clone())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("a second launch");
+        assert!(
+            status.success(),
+            "the second launch hands over and exits: {status}"
+        );
+    }
+
+    /// What the system opener was asked to open, one line per call.
+    fn opened(&self) -> Vec<String> {
+        let opened = std::fs::read_to_string(self.dir.path().join("opened.txt"));
+        opened
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
     }
 
     /// No error shown, a last screenshot, and the session deleted (which ends the app).
@@ -484,4 +536,104 @@ async fn dashboard_shows_a_usage_limit_within_seconds() {
     let told = notifications.titled("a@example.com reached its usage limit");
     assert_eq!(told.len(), 1, "one notification: {:?}", notifications.all());
     d.finish("4-limited").await;
+}
+
+#[tokio::test]
+async fn dashboard_usage_link_opens_in_the_system_browser_once() {
+    let Some(d) = Dashboard::open(|_| {}).await else {
+        return;
+    };
+    d.both_listed().await;
+    d.click("#usage-link", 20).await.unwrap();
+    for _ in 0..40 {
+        if !d.opened().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        d.opened(),
+        ["https://chatgpt.com/codex/settings/usage"],
+        "opened once"
+    );
+    let title = d.cmd(Method::GET, "/title", None).await;
+    assert_eq!(
+        title,
+        Ok(json!("Codex App Account Router")),
+        "the window stays on the dashboard"
+    );
+    d.finish("5-link").await;
+}
+
+#[tokio::test]
+async fn dashboard_relogin_says_so_when_the_browser_signed_in_someone_else() {
+    let Some(d) = Dashboard::open(|fake| {
+        fake.add_account(AccountSpec::new("c@example.com", "acct-c", "user-acct-c"));
+        fake.set_next_login("acct-c");
+    })
+    .await
+    else {
+        return;
+    };
+    d.both_listed().await;
+    let relogin = format!(".account[data-key=\"{KEY_B}\"] button[data-action=\"relogin\"]");
+    d.click(&relogin, 20).await.unwrap();
+    let notice = d
+        .until("a notice naming both accounts", 10, |s| {
+            let n = s["notice"].as_str()?;
+            (n.contains("c@example.com") && n.contains("not b@example.com")).then(|| n.to_string())
+        })
+        .await;
+    assert!(notice.contains("sign out"), "says how to fix it: {notice}");
+    assert_eq!(
+        d.accounts_in_file(),
+        ["acct-a", "acct-b", "acct-c"],
+        "C kept, B kept"
+    );
+    d.finish("6-relogin-other").await;
+}
+
+#[tokio::test]
+async fn dashboard_closed_during_a_login_the_login_still_completes() {
+    let Some(mut d) = Dashboard::open(|fake| {
+        fake.add_account(AccountSpec::new("c@example.com", "acct-c", "user-acct-c"));
+        fake.set_next_login("acct-c");
+    })
+    .await
+    else {
+        return;
+    };
+    d.both_listed().await;
+    let hold = d.dir.path().join("hold");
+    std::fs::write(&hold, "").expect("hold the browser");
+    d.click("#add-account", 20).await.unwrap();
+    d.until("the sign-in notice", 10, |s| s["notice"].as_str().map(drop))
+        .await;
+    d.launch_again(&["--close-dashboard"]);
+    // The window is gone: the session has nothing to talk to any more.
+    let mut closed = false;
+    for _ in 0..40 {
+        if d.cmd(Method::GET, "/title", None).await.is_err() {
+            closed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(closed, "--close-dashboard closes the window");
+    std::fs::remove_file(&hold).expect("let the browser go on");
+    let mut added = Vec::new();
+    for _ in 0..60 {
+        added = d.accounts_in_file();
+        if added.len() == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(added, ["acct-a", "acct-b", "acct-c"], "the login completed");
+    // The router inside the tray app serves on.
+    let health = d.http.get(format!("{}/health", d.router)).send().await;
+    assert_eq!(health.map(|r| r.status().as_u16()).ok(), Some(200));
+    let _ = d.cmd(Method::DELETE, "", None).await;
+    d.session = None;
 }
