@@ -1,15 +1,14 @@
 //! What the dashboard can ask of the tray app: each call runs the same `app` use case as
 //! `cma`, and errors reach the page as `{code, message}`, never as a raw Rust message alone.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tauri::{AppHandle, Manager};
 
 use super::dashboard::{self, CommandError};
-use super::tray::{self, Desktop, RouterSlot};
+use super::tray::{Desktop, RouterSlot};
+use super::{Shell, UserEvent};
 use crate::app::{self, AccountChange, AccountSelector, AppError};
 use crate::codex_config::CodexConfig;
 use crate::oauth::{self, BrowserLoginOptions};
@@ -72,12 +71,11 @@ impl Call {
 }
 
 /// Runs one call from the page.
-pub async fn dispatch(app: &AppHandle, call: &str, args: Value) -> Reply<Value> {
+pub async fn dispatch(app: &Shell, call: &str, args: Value) -> Reply<Value> {
     let done = |()| Value::Null;
     match Call::parse(call, args)? {
         Call::DashboardStatus => {
-            let desktop = app.state::<Arc<Desktop>>();
-            serde_json::to_value(dashboard_status(&desktop)).map_err(CommandError::internal)
+            serde_json::to_value(dashboard_status(&app.desktop)).map_err(CommandError::internal)
         }
         Call::AddAccount => {
             start_login(app, None);
@@ -161,10 +159,10 @@ fn dashboard_status(desktop: &Desktop) -> DashboardStatus {
 
 /// Runs blocking store work, then tells the tray and the page that things changed.
 async fn change(
-    app: &AppHandle,
+    app: &Shell,
     work: impl FnOnce(&crate::settings::Settings) -> Result<(), AppError> + Send + 'static,
 ) -> Reply<()> {
-    let settings = app.state::<Arc<Desktop>>().settings.clone();
+    let settings = app.desktop.settings.clone();
     let result = tokio::task::spawn_blocking(move || work(&settings))
         .await
         .map_err(CommandError::internal)?;
@@ -173,15 +171,15 @@ async fn change(
 }
 
 /// Redraws the tray and asks the page to refresh.
-pub fn changed(app: &AppHandle) {
-    tray::refresh(app);
+pub fn changed(app: &Shell) {
+    app.send(UserEvent::Refresh);
     dashboard::notify_changed(app);
 }
 
-fn set_strategy(app: &AppHandle, strategy: &str) -> Reply<()> {
+fn set_strategy(app: &Shell, strategy: &str) -> Reply<()> {
     let strategy = Strategy::parse(strategy)
         .ok_or_else(|| CommandError::new("strategy", format!("unknown strategy {strategy:?}")))?;
-    let desktop = app.state::<Arc<Desktop>>();
+    let desktop = &app.desktop;
     if let RouterSlot::Running(router) = &*desktop.router.lock().unwrap_or_else(|p| p.into_inner())
     {
         router.state.routing().set_strategy(strategy);
@@ -192,10 +190,10 @@ fn set_strategy(app: &AppHandle, strategy: &str) -> Reply<()> {
 
 /// Starts the browser login, for a new account or for `wanted`'s new login; it finishes in
 /// the background (the window may close meanwhile) and the account appears by itself.
-pub fn start_login(app: &AppHandle, wanted: Option<String>) {
-    let desktop = app.state::<Arc<Desktop>>().inner().clone();
+pub fn start_login(app: &Shell, wanted: Option<String>) {
+    let desktop = app.desktop.clone();
     let app = app.clone();
-    tauri::async_runtime::spawn(async move {
+    app.runtime.clone().spawn(async move {
         desktop.set_notice(Some("Signing in: finish in the browser…".to_string()));
         changed(&app);
         let notice = match login(&desktop.settings, wanted).await {

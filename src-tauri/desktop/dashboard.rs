@@ -5,17 +5,15 @@
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::mpsc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tauri::{AppHandle, Manager};
 
-use super::commands;
-use super::tray::Desktop;
+use super::{commands, Shell};
 
-/// The argument that makes the app binary the dashboard process.
-pub const WINDOW_ARG: &str = "--dashboard-window";
+/// The dashboard's binary, beside the tray app's own.
+const WINDOW_BINARY: &str = "codex-app-account-router-dashboard";
 /// The dashboard window's label (the capability in `capabilities/default.json` names it).
 pub const WINDOW_LABEL: &str = "dashboard";
 /// The event the page listens to for a fresh status.
@@ -90,8 +88,8 @@ pub struct Handle {
 static GENERATION: AtomicU64 = AtomicU64::new(0);
 
 /// Brings the dashboard to the front, starting its process if none runs.
-pub fn open(app: &AppHandle) {
-    let desktop = app.state::<Arc<Desktop>>().inner().clone();
+pub fn open(app: &Shell) {
+    let desktop = app.desktop.clone();
     let mut slot = desktop.dashboard.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(handle) = &*slot {
         if handle.tx.send(Message::Focus).is_ok() {
@@ -104,15 +102,15 @@ pub fn open(app: &AppHandle) {
             drop(slot);
             tracing::error!("the dashboard could not open: {e}");
             desktop.set_notice(Some(format!("The dashboard could not open: {e}")));
-            super::tray::refresh(app);
+            app.send(super::UserEvent::Refresh);
         }
     }
 }
 
 /// Closes the dashboard; its process ends and takes WebKit's memory with it.
-pub fn close(app: &AppHandle) {
-    let desktop = app.state::<Arc<Desktop>>();
-    let handle = desktop
+pub fn close(app: &Shell) {
+    let handle = app
+        .desktop
         .dashboard
         .lock()
         .unwrap_or_else(|p| p.into_inner())
@@ -123,18 +121,21 @@ pub fn close(app: &AppHandle) {
 }
 
 /// Tells an open dashboard to fetch the status again.
-pub fn notify_changed(app: &AppHandle) {
-    let desktop = app.state::<Arc<Desktop>>();
-    let slot = desktop.dashboard.lock().unwrap_or_else(|p| p.into_inner());
+pub fn notify_changed(app: &Shell) {
+    let slot = app
+        .desktop
+        .dashboard
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
     if let Some(handle) = &*slot {
         let _ = handle.tx.send(Message::StatusChanged);
     }
 }
 
-fn spawn(app: &AppHandle) -> std::io::Result<Handle> {
-    let exe = std::env::current_exe()?;
-    let mut child = Command::new(exe)
-        .arg(WINDOW_ARG)
+fn spawn(app: &Shell) -> std::io::Result<Handle> {
+    let exe = std::env::current_exe()?.with_file_name(WINDOW_BINARY);
+    let exe = exe.with_extension(std::env::consts::EXE_EXTENSION);
+    let mut child = Command::new(&exe)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()?;
@@ -169,7 +170,7 @@ fn spawn(app: &AppHandle) -> std::io::Result<Handle> {
                 continue;
             };
             let (app, answers) = (app.clone(), answers.clone());
-            tauri::async_runtime::spawn(async move {
+            app.runtime.clone().spawn(async move {
                 let result = match commands::dispatch(&app, &request.call, request.args).await {
                     Ok(v) => Outcome::Ok(v),
                     Err(e) => Outcome::Err(e),
@@ -183,8 +184,11 @@ fn spawn(app: &AppHandle) -> std::io::Result<Handle> {
         // The window closed (or the process died): reap it and forget it, unless a newer
         // dashboard took its place meanwhile.
         let _ = child.wait();
-        let desktop = app.state::<Arc<Desktop>>();
-        let mut slot = desktop.dashboard.lock().unwrap_or_else(|p| p.into_inner());
+        let mut slot = app
+            .desktop
+            .dashboard
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         if slot.as_ref().is_some_and(|h| h.generation == generation) {
             *slot = None;
         }

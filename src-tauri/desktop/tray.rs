@@ -1,29 +1,22 @@
-//! The tray icon and its menu, redrawn from the router's status after every action and on a
-//! coarse timer (for the countdowns); menu clicks call the same `app` use cases as `cma`.
+//! The tray icon and its menu, redrawn on the main thread whenever the status changes and on
+//! a coarse timer (for the countdowns); menu clicks call the same `app` use cases as `cma`.
 
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Mutex;
 
-use tauri::image::Image;
-use tauri::menu::{CheckMenuItem, Menu, MenuItem, Submenu};
-use tauri::tray::TrayIconBuilder;
-use tauri::{AppHandle, Manager, Wry};
-use tauri_plugin_autostart::ManagerExt;
-use tauri_plugin_notification::NotificationExt;
+use tray_icon::menu::{CheckMenuItem, IsMenuItem, Menu, MenuItem, Submenu};
+use tray_icon::{Icon, TrayIcon, TrayIconBuilder};
 
+use super::icon as drawing;
 use super::notices::Notifier;
-use super::tray_icon;
 use super::tray_model::{self, MenuEntry, MenuId, RouterState, TrayInput};
+use super::{autostart, commands, dashboard, Shell, UserEvent};
 use crate::accounts::now_ms;
 use crate::app::RunningRouter;
 use crate::app::{self, AccountChange, AccountSelector};
 use crate::proxy::AccountStatus;
 use crate::settings::{Settings, Strategy};
 
-const TRAY_ID: &str = "main";
 const ICON_SIZE: u32 = 32;
-/// Countdowns in the menu move by the minute; nothing else needs a timer.
-const TICK: Duration = Duration::from_secs(30);
 
 /// What the desktop front end keeps between events.
 pub struct Desktop {
@@ -88,125 +81,116 @@ impl Desktop {
     }
 }
 
-/// Creates the tray and starts its refresh timer.
-pub fn create(app: &AppHandle) -> tauri::Result<()> {
-    let menu = Menu::new(app)?;
-    TrayIconBuilder::with_id(TRAY_ID)
-        .menu(&menu)
-        .show_menu_on_left_click(true)
-        .on_menu_event(|app, event| on_menu(app, event.id().as_ref()))
-        .build(app)?;
-    refresh(app);
-    let handle = app.clone();
-    tauri::async_runtime::spawn(async move {
-        loop {
-            tokio::time::sleep(TICK).await;
-            refresh(&handle);
-        }
-    });
-    Ok(())
+/// The tray icon; it lives on the main thread (GTK, AppKit and Win32 want it there).
+pub struct Tray {
+    icon: TrayIcon,
 }
 
-/// Redraws icon, tooltip and menu from the current status.
-pub fn refresh(app: &AppHandle) {
-    let desktop = app.state::<Arc<Desktop>>();
-    let (router, accounts, strategy) = desktop.snapshot();
-    let notice = desktop
-        .notice
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
-    let input = TrayInput {
-        router: &router,
-        accounts: &accounts,
-        strategy,
-        start_at_login: app.autolaunch().is_enabled().unwrap_or(false),
-        notice: notice.as_deref(),
-        now_ms: now_ms(),
-    };
-    let told = desktop
-        .notifier
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .update(&accounts, input.now_ms);
-    for notice in told {
-        let shown = app
-            .notification()
-            .builder()
-            .title(&notice.title)
-            .body(&notice.body)
-            .show();
-        if let Err(e) = shown {
-            tracing::warn!("a notification could not be shown: {e}");
-        }
+impl Tray {
+    pub fn create(shell: &Shell) -> Result<Tray, tray_icon::Error> {
+        let blank = Icon::from_rgba(vec![0; (ICON_SIZE * ICON_SIZE * 4) as usize], 32, 32)
+            .map_err(|e| tray_icon::Error::OsError(std::io::Error::other(e.to_string())))?;
+        let icon = TrayIconBuilder::new()
+            .with_id("main")
+            .with_icon(blank)
+            .with_menu(Box::new(Menu::new()))
+            .with_menu_on_left_click(true)
+            .build()?;
+        let tray = Tray { icon };
+        tray.refresh(shell);
+        Ok(tray)
     }
-    let Some(tray) = app.tray_by_id(TRAY_ID) else {
-        return;
-    };
-    let icon = tray_icon::render(
-        &tray_model::bars(&accounts),
-        &tray_model::icon_state(&input),
-        ICON_SIZE,
-    );
-    let _ = tray.set_icon(Some(Image::new_owned(icon.rgba, ICON_SIZE, ICON_SIZE)));
-    let _ = tray.set_tooltip(Some(tray_model::tooltip(&input)));
-    match build_menu(app, &tray_model::menu(&input)) {
-        Ok(menu) => {
-            let _ = tray.set_menu(Some(menu));
+
+    /// Redraws icon, tooltip and menu from the current status, and tells what needs telling.
+    pub fn refresh(&self, shell: &Shell) {
+        let desktop = &shell.desktop;
+        let (router, accounts, strategy) = desktop.snapshot();
+        let notice = desktop
+            .notice
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let input = TrayInput {
+            router: &router,
+            accounts: &accounts,
+            strategy,
+            start_at_login: autostart::is_enabled(),
+            notice: notice.as_deref(),
+            now_ms: now_ms(),
+        };
+        let told = desktop
+            .notifier
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .update(&accounts, input.now_ms);
+        for notice in told {
+            // A notification is a D-Bus call (or its kin elsewhere): off the main thread.
+            shell.runtime.spawn_blocking(move || {
+                let shown = notify_rust::Notification::new()
+                    .appname("Codex App Account Router")
+                    .summary(&notice.title)
+                    .body(&notice.body)
+                    .show();
+                if let Err(e) = shown {
+                    tracing::warn!("a notification could not be shown: {e}");
+                }
+            });
         }
-        Err(e) => tracing::warn!("the tray menu could not be built: {e}"),
+        let drawn = drawing::render(
+            &tray_model::bars(&accounts),
+            &tray_model::icon_state(&input),
+            ICON_SIZE,
+        );
+        if let Ok(icon) = Icon::from_rgba(drawn.rgba, ICON_SIZE, ICON_SIZE) {
+            let _ = self.icon.set_icon(Some(icon));
+        }
+        let _ = self.icon.set_tooltip(Some(tray_model::tooltip(&input)));
+        match build_menu(&tray_model::menu(&input)) {
+            Ok(menu) => self.icon.set_menu(Some(Box::new(menu))),
+            Err(e) => tracing::warn!("the tray menu could not be built: {e}"),
+        }
     }
 }
 
-fn build_menu(app: &AppHandle, entries: &[MenuEntry]) -> tauri::Result<Menu<Wry>> {
-    let menu = Menu::new(app)?;
+fn build_menu(entries: &[MenuEntry]) -> tray_icon::menu::Result<Menu> {
+    let menu = Menu::new();
     for entry in entries {
-        append(app, entry, &|item| menu.append(item))?;
+        append(entry, &|item| menu.append(item))?;
     }
     Ok(menu)
 }
 
 fn append(
-    app: &AppHandle,
     entry: &MenuEntry,
-    add: &dyn Fn(&dyn tauri::menu::IsMenuItem<Wry>) -> tauri::Result<()>,
-) -> tauri::Result<()> {
+    add: &dyn Fn(&dyn IsMenuItem) -> tray_icon::menu::Result<()>,
+) -> tray_icon::menu::Result<()> {
     let id = entry.id.id();
     if !entry.children.is_empty() {
-        let sub = Submenu::with_id(app, &id, &entry.label, entry.enabled)?;
+        let sub = Submenu::with_id(&id, &entry.label, entry.enabled);
         for child in &entry.children {
-            append(app, child, &|item| sub.append(item))?;
+            append(child, &|item| sub.append(item))?;
         }
         return add(&sub);
     }
     match entry.checked {
         Some(checked) => add(&CheckMenuItem::with_id(
-            app,
             &id,
             &entry.label,
             entry.enabled,
             checked,
-            None::<&str>,
-        )?),
-        None => add(&MenuItem::with_id(
-            app,
-            &id,
-            &entry.label,
-            entry.enabled,
-            None::<&str>,
-        )?),
+            None,
+        )),
+        None => add(&MenuItem::with_id(&id, &entry.label, entry.enabled, None)),
     }
 }
 
-fn on_menu(app: &AppHandle, id: &str) {
-    let Some(id) = MenuId::from_id(id) else {
-        return;
-    };
-    let desktop = app.state::<Arc<Desktop>>().inner().clone();
-    let handle = app.clone();
+/// A menu click, on the main thread: quick things here, the rest on the runtime.
+pub fn on_menu(shell: &Shell, id: MenuId) {
+    let desktop = shell.desktop.clone();
     match id {
         MenuId::Quit => {
-            tauri::async_runtime::spawn(async move {
+            let shell = shell.clone();
+            shell.runtime.clone().spawn(async move {
                 let slot = std::mem::replace(
                     &mut *desktop.router.lock().unwrap_or_else(|p| p.into_inner()),
                     RouterSlot::Starting,
@@ -215,32 +199,28 @@ fn on_menu(app: &AppHandle, id: &str) {
                 if let RouterSlot::Running(router) = slot {
                     router.stop().await;
                 }
-                handle.exit(0);
+                shell.send(UserEvent::Exit);
             });
         }
-        MenuId::AddAccount => super::commands::start_login(app, None),
-        MenuId::Relogin(key) => super::commands::start_login(app, Some(key)),
-        MenuId::OpenDashboard => super::dashboard::open(app),
+        MenuId::AddAccount => commands::start_login(shell, None),
+        MenuId::Relogin(key) => commands::start_login(shell, Some(key)),
+        MenuId::OpenDashboard => dashboard::open(shell),
         MenuId::SetStrategy(strategy) => {
             if let RouterSlot::Running(router) =
                 &*desktop.router.lock().unwrap_or_else(|p| p.into_inner())
             {
                 router.state.routing().set_strategy(strategy);
             }
-            refresh(app);
+            commands::changed(shell);
         }
         MenuId::StartAtLogin => {
-            let autostart = app.autolaunch();
-            let result = if autostart.is_enabled().unwrap_or(false) {
-                autostart.disable()
-            } else {
-                autostart.enable()
-            };
+            let result = autostart::set(!autostart::is_enabled());
             desktop.set_notice(result.err().map(|e| format!("Start at login: {e}")));
-            refresh(app);
+            commands::changed(shell);
         }
         other => {
-            tauri::async_runtime::spawn(async move {
+            let shell = shell.clone();
+            shell.runtime.clone().spawn(async move {
                 let settings = desktop.settings.clone();
                 let result = tokio::task::spawn_blocking(move || act(&settings, other)).await;
                 let notice = match result {
@@ -249,7 +229,7 @@ fn on_menu(app: &AppHandle, id: &str) {
                     Err(e) => Some(e.to_string()),
                 };
                 desktop.set_notice(notice);
-                refresh(&handle);
+                commands::changed(&shell);
             });
         }
     }

@@ -1,5 +1,5 @@
-//! The dashboard process: the tray app starts it (`--dashboard-window`) when the dashboard
-//! opens, and it ends when the window closes. WebKit keeps its helper processes and much of
+//! The dashboard process (`codex-app-account-router-dashboard`): the tray app starts it when
+//! the dashboard opens, and it ends when the window closes. WebKit keeps its helper processes and much of
 //! its memory until the process that used it exits, so a webview in the tray process would
 //! cost ~150 MB for as long as the tray runs; here it costs nothing once the window is closed.
 //!

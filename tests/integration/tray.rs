@@ -22,7 +22,7 @@ const A: TestAccount = account("a@example.com", "acct-a");
 const B: TestAccount = account("b@example.com", "acct-b");
 const TOOLS: [&str; 4] = ["trayer", "xdotool", "import", "dbus-monitor"];
 
-/// Colours of `src-tauri/desktop/tray_icon.rs`, as they reach the screen.
+/// Colours of `src-tauri/desktop/icon.rs`, as they reach the screen.
 const GREEN: [u8; 3] = [34, 197, 94];
 const RED: [u8; 3] = [239, 68, 68];
 const PURPLE: [u8; 3] = [168, 85, 247];
