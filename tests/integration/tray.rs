@@ -368,6 +368,37 @@ impl Tray {
         // The countdowns may have moved meanwhile; the menu is closed by the next click anyway.
     }
 
+    /// Opens the menu, picks its last item (Quit) with the keyboard, and waits for the app to
+    /// stop its router and exit by itself.
+    async fn quit_from_menu(&mut self) -> std::process::ExitStatus {
+        let area = self.menu_area();
+        let before = pixels(area);
+        let (cx, cy) = (self.icon.x + self.icon.w / 2, self.icon.y + self.icon.h / 2);
+        let (cx, cy) = (cx.to_string(), cy.to_string());
+        run("xdotool", &["mousemove", &cx, &cy, "click", "1"]).expect("xdotool clicks");
+        for _ in 0..40 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let now = pixels(area);
+            if before.iter().zip(&now).filter(|(a, b)| a != b).count() > 10_000 {
+                break;
+            }
+        }
+        // Up from no selection lands on the last item.
+        run("xdotool", &["key", "Up"]).expect("xdotool presses Up");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        run("xdotool", &["key", "Return"]).expect("xdotool presses Return");
+        for _ in 0..100 {
+            if let Ok(Some(status)) = self.app.try_wait() {
+                return status;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!(
+            "the app did not exit within 10 s of Quit; log:\n{}",
+            self.log()
+        );
+    }
+
     async fn request(&self, session: &str) -> reqwest::Response {
         let body = codex_body(session, "gpt-5.5").to_string();
         let http = reqwest::Client::builder().no_proxy().build().unwrap();
@@ -535,6 +566,14 @@ async fn tray_icon_follows_the_pool_from_healthy_to_one_limited_to_all_limited()
     tokio::time::sleep(Duration::from_secs(2)).await;
     let every = tray.notifications.titled("Every account is limited");
     assert_eq!(every.len(), 1, "told once: {:?}", tray.notifications.all());
+
+    // Quit in the menu stops the router and ends the app.
+    let mut tray = tray;
+    let status = tray.quit_from_menu().await;
+    assert!(status.success(), "a clean exit: {status}");
+    let port = tray.router.rsplit(':').next().unwrap_or("0").to_string();
+    let refused = std::net::TcpStream::connect(("127.0.0.1", port.parse::<u16>().unwrap()));
+    assert!(refused.is_err(), "the router's port is closed");
 }
 
 #[tokio::test]
