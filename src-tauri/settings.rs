@@ -76,6 +76,9 @@ pub struct Settings {
     pub login_ports: Vec<u16>,
     /// Bindings idle this long are forgotten.
     pub binding_ttl: Duration,
+    /// Whether `GET /v1/responses` WebSocket upgrades are proxied; when off they get 426, so
+    /// Codex falls back to HTTP at once (`CODEX_PROXY_WEBSOCKETS=0`).
+    pub websockets: bool,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -152,6 +155,17 @@ impl Settings {
                 86_400,
             )?),
             browser: get("CODEX_PROXY_BROWSER"),
+            websockets: match get("CODEX_PROXY_WEBSOCKETS").as_deref() {
+                None | Some("1" | "on" | "true") => true,
+                Some("0" | "off" | "false") => false,
+                Some(other) => {
+                    return Err(SettingsError::Invalid {
+                        name: "CODEX_PROXY_WEBSOCKETS",
+                        value: other.to_string(),
+                        reason: "use 1 (proxy WebSocket upgrades) or 0 (answer them with 426)",
+                    })
+                }
+            },
             login_ports: match get("CODEX_PROXY_LOGIN_PORT") {
                 None => crate::oauth::CALLBACK_PORTS.to_vec(),
                 Some(v) => vec![v.trim().parse().map_err(|_| SettingsError::Invalid {

@@ -40,6 +40,16 @@ pub enum ProxyError {
     UpstreamUnavailable(String),
     #[error("no route for {0}")]
     NotFound(String),
+    #[error("WebSocket is turned off here (CODEX_PROXY_WEBSOCKETS=0); use HTTP")]
+    WebSocketsOff,
+    #[error("GET {0} needs a WebSocket upgrade (Connection: Upgrade, Upgrade: websocket, Sec-WebSocket-Key, Sec-WebSocket-Version: 13)")]
+    NotAnUpgrade(String),
+    #[error(
+        "the request body says Content-Encoding {encoding:?} but could not be decoded: {reason}"
+    )]
+    BadEncoding { encoding: String, reason: String },
+    #[error("the request body uses Content-Encoding {0:?}; only zstd or none is understood")]
+    UnknownEncoding(String),
 }
 
 impl ProxyError {
@@ -59,6 +69,10 @@ impl ProxyError {
             }
             ProxyError::UpstreamUnavailable(_) => StatusCode::BAD_GATEWAY,
             ProxyError::NotFound(_) => StatusCode::NOT_FOUND,
+            // 426 makes Codex switch the session to HTTP at once (protocol §5.4).
+            ProxyError::WebSocketsOff => StatusCode::UPGRADE_REQUIRED,
+            ProxyError::NotAnUpgrade(_) | ProxyError::BadEncoding { .. } => StatusCode::BAD_REQUEST,
+            ProxyError::UnknownEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         }
     }
 
@@ -79,6 +93,10 @@ impl ProxyError {
             }
             ProxyError::UpstreamUnavailable(_) => "upstream_unavailable",
             ProxyError::NotFound(_) => "not_found",
+            ProxyError::WebSocketsOff => "websockets_off",
+            ProxyError::NotAnUpgrade(_) => "not_a_websocket_upgrade",
+            ProxyError::BadEncoding { .. } => "bad_content_encoding",
+            ProxyError::UnknownEncoding(_) => "unsupported_content_encoding",
         }
     }
 }

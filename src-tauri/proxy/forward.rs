@@ -163,7 +163,7 @@ async fn attempt(
     upstream::classify(response, out, pool, account, timeouts, now_ms() / 1000).await
 }
 
-fn credential_failure(e: AccountsError) -> Failure {
+pub(super) fn credential_failure(e: AccountsError) -> Failure {
     match e {
         // The pool has marked the account; routing skips it from now on.
         AccountsError::NeedsLogin { .. }
@@ -181,7 +181,13 @@ fn credential_failure(e: AccountsError) -> Failure {
     }
 }
 
-fn note_failure(state: &ProxyState, account: &str, model: &str, failure: &Failure, now: i64) {
+pub(super) fn note_failure(
+    state: &ProxyState,
+    account: &str,
+    model: &str,
+    failure: &Failure,
+    now: i64,
+) {
     let pool = &state.routing().pool;
     let name = pool.display_name(account);
     match failure {
@@ -207,7 +213,7 @@ fn note_failure(state: &ProxyState, account: &str, model: &str, failure: &Failur
 }
 
 /// No account served: say why in the form Codex handles best.
-fn exhausted(state: &ProxyState, model: &str, last: Option<Failure>) -> Response {
+pub(super) fn exhausted(state: &ProxyState, model: &str, last: Option<Failure>) -> Response {
     let accounts = state.routing().pool.accounts();
     let now = now_ms();
     if accounts.is_empty() {

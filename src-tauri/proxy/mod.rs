@@ -7,6 +7,7 @@ mod gate;
 mod sse;
 mod status;
 mod upstream;
+mod websocket;
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -128,9 +129,20 @@ impl ProxyState {
 /// The router's HTTP surface.
 pub fn router(state: ProxyState) -> axum::Router {
     axum::Router::new()
-        .route("/v1/responses", post(responses))
+        .route(
+            "/v1/responses",
+            post(responses).get(websocket::responses_upgrade),
+        )
         .route("/v1/responses/compact", post(compact))
         .route("/v1/models", get(models))
+        // Codex's own base path, for a provider named "OpenAI" or `openai_base_url` set to
+        // `http://127.0.0.1:8787/backend-api/codex`: the same endpoints.
+        .route(
+            "/backend-api/codex/responses",
+            post(responses).get(websocket::responses_upgrade),
+        )
+        .route("/backend-api/codex/responses/compact", post(compact))
+        .route("/backend-api/codex/models", get(models))
         .route("/health", get(status::health))
         .route("/status", get(status::status))
         .fallback(not_found)

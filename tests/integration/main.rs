@@ -21,3 +21,4 @@ mod surface;
 mod tokens;
 #[cfg(feature = "desktop")]
 mod tray;
+mod websocket;
