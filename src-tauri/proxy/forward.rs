@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use axum::http::HeaderValue;
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use tracing::Instrument;
 
 use super::error::ProxyError;
@@ -28,8 +29,58 @@ pub async fn forward(
     model: &str,
     identity: RequestIdentity,
 ) -> Response {
+    let plain = out.body.clone();
+    forward_plain(state, out, model, identity, plain).await
+}
+
+/// `forward` for a body that may be compressed: `plain` is its JSON, read when the session
+/// moves and its input must change.
+pub async fn forward_plain(
+    state: &ProxyState,
+    out: Outgoing,
+    model: &str,
+    identity: RequestIdentity,
+    plain: Bytes,
+) -> Response {
     let span = tracing::info_span!("request", path = %out.url.rsplit('/').next().unwrap_or(""), model, session = %identity.session_tag());
-    run(state, out, model, identity).instrument(span).await
+    run(state, out, model, identity, plain)
+        .instrument(span)
+        .await
+}
+
+/// The request with another body: plain JSON, so no `Content-Encoding` any more.
+fn with_body(out: &Outgoing, body: Bytes) -> Outgoing {
+    let mut headers = out.headers.clone();
+    headers.remove(axum::http::header::CONTENT_ENCODING);
+    Outgoing {
+        method: out.method.clone(),
+        url: out.url.clone(),
+        headers,
+        body,
+        streaming: out.streaming,
+    }
+}
+
+/// Why a session is leaving `from`: what this request met there, or the account's state.
+fn move_reason(state: &ProxyState, from: &str, model: &str, met: Option<&Failure>) -> String {
+    match met {
+        Some(Failure::Limited { code, .. }) => format!("{code} on the old account"),
+        Some(Failure::Unauthorized) => "the old account's token was refused".to_string(),
+        Some(Failure::Transient { reason, .. }) => reason.clone(),
+        Some(Failure::ForeignContent { .. }) => "unreadable encrypted content".to_string(),
+        None => {
+            let accounts = state.routing().pool.accounts();
+            match accounts.iter().find(|a| a.key == from) {
+                None => "the old account was removed".to_string(),
+                Some(a) => match availability(a, model, now_ms()) {
+                    Availability::Limited { .. } => "the old account is limited".to_string(),
+                    Availability::Disabled => "the old account is disabled".to_string(),
+                    Availability::NeedsLogin => "the old account needs a new login".to_string(),
+                    other => format!("the old account is {other:?}").to_lowercase(),
+                },
+            }
+        }
+    }
 }
 
 async fn run(
@@ -37,6 +88,7 @@ async fn run(
     out: Outgoing,
     model: &str,
     identity: RequestIdentity,
+    plain: Bytes,
 ) -> Response {
     let routing = state.routing();
     routing.pool.sync_from_disk();
@@ -67,13 +119,61 @@ async fn run(
         }
         None => routing.account_for(&identity, model, now_ms(), tried),
     };
+    let session = identity.session.clone();
+    let bound = session
+        .as_deref()
+        .and_then(|s| routing.bindings.session_account(s));
+    let mut parsed: Option<serde_json::Value> = None;
+    let mut marked = false;
+    let mut healed = false;
     while let Some(account) = next(&tried) {
         tried.insert(account.clone());
-        let keep_turn_state = turn_account.as_deref().is_none_or(|t| t == account);
-        let answer = attempt(state, &out, &account, keep_turn_state, timeouts).await;
+        // A session leaving its account drops what only that account can read, and its
+        // turn state, which that account issued.
+        let moving = bound.as_deref().filter(|b| *b != account);
+        let keep_turn_state =
+            moving.is_none() && turn_account.as_deref().is_none_or(|t| t == account);
+        let mut rewritten = None;
+        let mut dropped = 0;
+        if let Some(session) = session.as_deref() {
+            let json = parsed.get_or_insert_with(|| {
+                serde_json::from_slice(&plain).unwrap_or(serde_json::Value::Null)
+            });
+            if moving.is_some() && !marked {
+                state.moves().mark_foreign(session, &json["input"]);
+                marked = true;
+            }
+            if let Some((body, n)) = state.moves().clean(session, json) {
+                rewritten = Some(with_body(&out, body));
+                dropped = n;
+            }
+        }
+        let sent = rewritten.as_ref().unwrap_or(&out);
+        let answer = attempt(state, sent, &account, keep_turn_state, timeouts).await;
         let now = now_ms();
         match answer {
+            Answer::Fail(Failure::ForeignContent { replay }) if !healed && session.is_some() => {
+                // The move was not known (a restart forgot it): everything encrypted in
+                // the input is foreign to this account; once more, without it.
+                tracing::info!(account = %routing.pool.display_name(&account), "encrypted content from another account; retrying without it");
+                if let (Some(s), Some(json)) = (session.as_deref(), parsed.as_ref()) {
+                    state.moves().mark_foreign(s, &json["input"]);
+                }
+                healed = true;
+                tried.remove(&account);
+                last = Some(Failure::ForeignContent { replay });
+            }
             Answer::Serve(response) => {
+                if let Some(from) = moving {
+                    state.moves().record(super::moves::MoveRecord {
+                        at: now,
+                        session: identity.session_tag(),
+                        from: routing.pool.display_name(from),
+                        to: routing.pool.display_name(&account),
+                        reason: move_reason(state, from, model, last.as_ref()),
+                        dropped,
+                    });
+                }
                 let turn = response
                     .headers()
                     .get("x-codex-turn-state")
@@ -209,6 +309,10 @@ pub(super) fn note_failure(
             tracing::info!(account = %name, %reason, "trying another account");
             pool.record_cooldown(account, now + cooldown.as_millis() as i64);
         }
+        // The request's fault, not the account's: no rest.
+        Failure::ForeignContent { .. } => {
+            tracing::info!(account = %name, "encrypted content this account cannot read");
+        }
     }
 }
 
@@ -254,6 +358,7 @@ pub(super) fn exhausted(state: &ProxyState, model: &str, last: Option<Failure>) 
     }
     match last {
         Some(Failure::Transient { replay: Some(replay), .. }) => upstream::replayed(replay),
+        Some(Failure::ForeignContent { replay }) => upstream::replayed(replay),
         Some(Failure::Transient { reason, .. }) => ProxyError::UpstreamUnavailable(reason).into_response(),
         Some(Failure::Unauthorized) => upstream::replayed(Replay {
             status: reqwest::StatusCode::UNAUTHORIZED,

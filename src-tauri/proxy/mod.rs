@@ -1,9 +1,12 @@
 //! The local HTTP server Codex talks to: OpenAI-compatible endpoints in front of the
 //! ChatGPT backend, sending each request with one of the user's accounts.
 
+mod encoding;
 mod error;
 mod forward;
 mod gate;
+pub mod moves;
+mod pooled;
 mod sse;
 mod status;
 mod upstream;
@@ -52,6 +55,7 @@ struct Inner {
     routing: Routing,
     http: reqwest::Client,
     started_at: i64,
+    moves: moves::Moves,
 }
 
 /// Everything a request handler needs; a cheap clone of one `Arc`.
@@ -76,6 +80,7 @@ impl ProxyState {
                 routing,
                 http,
                 started_at: crate::accounts::now_ms(),
+                moves: moves::Moves::default(),
             }),
         }
     }
@@ -121,6 +126,10 @@ impl ProxyState {
         &self.inner.routing
     }
 
+    pub fn moves(&self) -> &moves::Moves {
+        &self.inner.moves
+    }
+
     fn http(&self) -> &reqwest::Client {
         &self.inner.http
     }
@@ -143,6 +152,10 @@ pub fn router(state: ProxyState) -> axum::Router {
         )
         .route("/backend-api/codex/responses/compact", post(compact))
         .route("/backend-api/codex/models", get(models))
+        // Codex's own limit display and send blocking, answered for the whole pool (when
+        // `chatgpt_base_url` points at the router).
+        .route("/backend-api/wham/usage", get(pooled::usage))
+        .route("/api/codex/usage", get(pooled::usage))
         .route("/health", get(status::health))
         .route("/status", get(status::status))
         .fallback(not_found)
@@ -199,11 +212,17 @@ async fn forward_json(
     streaming: bool,
 ) -> Response {
     let (parts, body) = request.into_parts();
-    let body = match read_body(body, &parts.headers, state.settings().max_body_bytes).await {
+    let limit = state.settings().max_body_bytes;
+    let body = match read_body(body, &parts.headers, limit).await {
         Ok(body) => body,
         Err(e) => return e.into_response(),
     };
-    let probe: BodyProbe = match serde_json::from_slice(&body) {
+    // A compressed body is read for routing and forwarded as it came.
+    let plain = match encoding::decode(&parts.headers, &body, limit) {
+        Ok(plain) => plain,
+        Err(e) => return e.into_response(),
+    };
+    let probe: BodyProbe = match serde_json::from_slice(&plain) {
         Ok(probe) => probe,
         Err(e) => return ProxyError::InvalidJson(e.to_string()).into_response(),
     };
@@ -216,7 +235,7 @@ async fn forward_json(
         body: body.clone(),
         streaming,
     };
-    forward::forward(&state, out, &model, identity).await
+    forward::forward_plain(&state, out, &model, identity, plain).await
 }
 
 async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, ProxyError> {

@@ -28,6 +28,9 @@ pub struct RouterStatus {
     /// The last requests, newest first.
     #[serde(default)]
     pub recent: Vec<super::RequestRecord>,
+    /// The last sessions moved to another account, newest first, with why.
+    #[serde(default)]
+    pub moves: Vec<super::moves::MoveRecord>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -144,5 +147,6 @@ pub fn snapshot(state: &ProxyState) -> RouterStatus {
             .map(|(i, a)| AccountStatus::from_account(i, a, preferred.as_deref(), now))
             .collect(),
         recent: state.recent_requests(),
+        moves: state.moves().recent(),
     }
 }

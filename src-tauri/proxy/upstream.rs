@@ -14,7 +14,7 @@ use super::sse::{self, Opening};
 use crate::accounts::{usage, Credentials, Pool};
 
 /// Headers that belong to one hop, or to the client's identity with us, never forwarded.
-const DROPPED_REQUEST_HEADERS: [&str; 15] = [
+pub(super) const DROPPED_REQUEST_HEADERS: [&str; 15] = [
     "x-cma-account",
     "host",
     "authorization",
@@ -74,6 +74,8 @@ pub enum Failure {
         cooldown: Duration,
         replay: Option<Replay>,
     },
+    /// 400 `invalid_encrypted_content`: the input holds reasoning another account wrote.
+    ForeignContent { replay: Replay },
 }
 
 /// What came back, before any byte went to the client.
@@ -207,6 +209,15 @@ pub async fn classify(
             }),
             replay: replay(headers),
         }),
+        400 if error.get("code").and_then(Value::as_str) == Some("invalid_encrypted_content") => {
+            Answer::Fail(Failure::ForeignContent {
+                replay: Replay {
+                    status,
+                    headers,
+                    body,
+                },
+            })
+        }
         // Anything else says the request itself is wrong: no other account will do better.
         _ => Answer::Serve(replayed(Replay {
             status,
@@ -275,7 +286,7 @@ async fn open_stream(
     Answer::Serve(build_response(status, &headers, body))
 }
 
-fn record_rate_limits(pool: &Pool, account: &str, json: &Value, now_s: i64) {
+pub(super) fn record_rate_limits(pool: &Pool, account: &str, json: &Value, now_s: i64) {
     if json.get("type").and_then(Value::as_str) == Some("codex.rate_limits") {
         if let Some(u) = usage::from_rate_limits_event(json, now_s) {
             pool.record_usage(account, u);

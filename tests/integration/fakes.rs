@@ -1,5 +1,8 @@
 //! Proves the fakes in `support/` behave like the real issuer and backend, so the router's
-//! tests can trust them.
+//! tests can trust them. `fakes/wire.rs` covers zstd bodies, account-bound
+//! `encrypted_content`, remote compaction and the WebSocket.
+
+mod wire;
 
 use std::time::{Duration, Instant};
 
@@ -8,7 +11,8 @@ use reqwest::RequestBuilder;
 use serde_json::{json, Value};
 
 use crate::support::{
-    decode_payload, pkce_challenge, sse_events, AccountSpec, Behaviour, FakeOpenAi, IssuedTokens,
+    decode_payload, encrypted_content_owner, pkce_challenge, sse_events, AccountSpec, Behaviour,
+    FakeOpenAi, IssuedTokens,
 };
 
 const CLIENT_ID: &str = "app_EMoamEEZ73f0CkXaXp7hrann";
@@ -328,8 +332,12 @@ async fn compact_models_and_usage_answer_their_shapes() {
     let body = json!({"model": "gpt-5.5", "input": [user, developer]});
     let compact = post(format!("{}/responses/compact", fake.upstream_url)).bearer_auth(bearer);
     let (_, compact) = send(compact.json(&body)).await;
-    let compaction = json!({"type": "compaction", "encrypted_content": "fake-compacted-acct-ada"});
-    assert_eq!(compact["output"], json!([user, compaction]));
+    let output = compact["output"].as_array().unwrap();
+    assert_eq!(output.len(), 2, "{compact}");
+    assert_eq!(output[0], user);
+    assert_eq!(output[1]["type"], "compaction");
+    let blob = output[1]["encrypted_content"].as_str().unwrap();
+    assert_eq!(encrypted_content_owner(blob), Some("acct-ada"));
 
     let models_url = format!("{}?client_version=0.169.0", fake.models_url);
     let models = client()

@@ -13,6 +13,8 @@ mod fakes;
 mod import;
 mod keychain;
 mod login;
+mod moves;
+mod openai_path;
 mod operator;
 mod operator_doctor;
 mod operator_setup;

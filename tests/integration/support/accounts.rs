@@ -11,6 +11,7 @@ use super::fake_backend::{Behaviour, SeenRequest};
 use super::fake_issuer::LoginState;
 use super::jwt::{make_jwt, Subject};
 use super::quota::Usage;
+use super::websocket::SocketLog;
 
 /// An account to register with [`super::FakeOpenAi::add_account`].
 #[derive(Clone, Debug)]
@@ -126,6 +127,7 @@ pub(super) struct Registry {
     /// Off for long benchmarks, where keeping every body would only grow memory.
     pub recording: bool,
     pub login: LoginState,
+    pub websockets: SocketLog,
 }
 
 impl Registry {
@@ -142,6 +144,7 @@ impl Registry {
             issuer_requests: Vec::new(),
             recording: true,
             login: LoginState::default(),
+            websockets: SocketLog::default(),
         }
     }
 
@@ -158,6 +161,13 @@ impl Registry {
     pub fn clear_requests(&mut self) {
         self.requests.clear();
         self.issuer_requests.clear();
+        self.websockets.frames.clear();
+    }
+
+    /// The next number of the fake's serial, the one `unique` also counts with.
+    pub fn serial(&mut self) -> u64 {
+        self.serial += 1;
+        self.serial
     }
 
     /// A unique opaque string: a serial for readability, xorshift bits so two fakes differ.

@@ -10,10 +10,15 @@ pub const OK_TEXT: &str = "hello from fake upstream";
 pub(super) const OK_DELTAS: usize = 4;
 
 /// What the backend does with one `/responses` (or `/responses/compact`) call of an account.
+/// On the WebSocket the same events go out as text frames, and the JSON errors as
+/// `{"type":"error","status":N,"error":{…},"headers":{…}}` frames.
 #[derive(Clone, Debug)]
 pub enum Behaviour {
     /// 200 SSE exactly like codex-capture §5.1 (plus `codex.rate_limits` after
-    /// `response.created`), `text` split into `deltas` deltas with `gap` between them.
+    /// `response.created`), `text` split into `deltas` deltas with `gap` between them. A
+    /// reasoning item bound to the account comes first when `include` asks for
+    /// `reasoning.encrypted_content`; an input ending in `compaction_trigger` gets one
+    /// compaction item instead, and `generate: false` no output at all.
     Ok {
         text: String,
         deltas: usize,

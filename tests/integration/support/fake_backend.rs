@@ -1,7 +1,6 @@
 //! Fake ChatGPT Codex backend (protocol §10.1): checks bearers against the fake issuer's tokens
-//! and answers `/responses` with whatever behaviour the test queued for that account.
-
-use std::time::Duration;
+//! and answers `/responses` with whatever behaviour the test queued for that account. The
+//! WebSocket form of `/responses` lives in `websocket.rs`.
 
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
@@ -10,19 +9,24 @@ use axum::routing::{get, post};
 use axum::Router;
 use serde_json::{json, Value};
 
-use super::accounts::{now_s, AccessCheck};
-use super::behaviour::{event_words, OK_DELTAS};
+use super::accounts::now_s;
+use super::admission::{admit, Admitted};
+use super::answer::{self, Answer, JsonError};
 pub use super::behaviour::{Behaviour, OK_TEXT};
 use super::connection::Connection;
-use super::quota::{usage_limit_body, Usage};
-pub use super::seen_request::SeenRequest;
-use super::sse::{self, Step, StreamContext};
+use super::org_binding::compaction_encrypted_content;
+pub use super::seen_request::{SeenFrame, SeenRequest};
+use super::sse::{self, Step};
+use super::websocket;
 use super::{lock, Shared};
 
 /// Routes of the backend; mount at the server root (paths include `/backend-api`).
 pub(super) fn router(shared: Shared) -> Router {
     Router::new()
-        .route("/backend-api/codex/responses", post(responses))
+        .route(
+            "/backend-api/codex/responses",
+            post(responses).get(websocket::upgrade),
+        )
         .route("/backend-api/codex/responses/compact", post(compact))
         .route("/backend-api/codex/models", get(models))
         .route("/backend-api/wham/usage", get(usage))
@@ -51,130 +55,12 @@ pub(super) fn json_response(
     response(status, &headers, Body::from(body.to_string()))
 }
 
-/// A request that passed the bearer check.
-struct Admitted {
-    account: usize,
-    body: Value,
-    /// `x-fake-account-id` and `x-request-id`, sent on every answer.
-    headers: Vec<(String, String)>,
-    plan: String,
-    usage: Usage,
-}
-
-/// Why a request was refused before any behaviour applied.
-struct Refusal {
-    status: u16,
-    code: &'static str,
-    headers: Vec<(String, String)>,
-}
-
-impl Refusal {
-    fn into_response(self) -> Response<Body> {
-        let message = match self.code {
-            "token_expired" => {
-                "Provided authentication token is expired. Please try signing in again."
-            }
-            "account_mismatch" => "ChatGPT-Account-ID does not match the token's account.",
-            "missing_authorization" => "Missing bearer authentication in header.",
-            _ => "Could not parse your authentication token. Please try signing in again.",
-        };
-        let body = json!({"error": {"code": self.code, "message": message, "type": "invalid_request_error", "param": null}});
-        json_response(self.status, &self.headers, &body)
-    }
-}
-
-/// Records the request, then checks the bearer and `ChatGPT-Account-ID` (protocol §10.1.2).
-fn admit(
-    shared: &Shared,
-    method: &Method,
-    uri: &Uri,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Result<Admitted, Refusal> {
-    let parsed: Option<Value> = serde_json::from_slice(body).ok();
-    let bearer = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(str::trim);
-    let mut registry = lock(shared);
-    let owner = bearer.and_then(|t| registry.owner_of_access(t));
-    let owner_id = owner.map(|i| registry.accounts[i].spec.account_id.clone());
-    let mut seen =
-        SeenRequest::capture(method, uri, headers, parsed.clone().unwrap_or(Value::Null));
-    seen.account_id = owner_id.clone();
-    registry.record(seen);
-
-    let mut answer_headers = vec![("x-request-id".to_owned(), registry.unique("req"))];
-    if let Some(id) = &owner_id {
-        answer_headers.push(("x-fake-account-id".to_owned(), id.clone()));
-    }
-    let claimed = headers
-        .get("chatgpt-account-id")
-        .and_then(|v| v.to_str().ok());
-    let (status, code) = match bearer.map(|t| registry.check_access(t)) {
-        None => (401, "missing_authorization"),
-        Some(AccessCheck::Unknown) => (401, "token_invalid"),
-        Some(AccessCheck::Rejected) => (401, "token_expired"),
-        Some(AccessCheck::Valid(_)) if claimed.is_some_and(|c| Some(c) != owner_id.as_deref()) => {
-            (403, "account_mismatch")
-        }
-        Some(AccessCheck::Valid(account)) => {
-            let state = &registry.accounts[account];
-            return Ok(Admitted {
-                account,
-                body: parsed.unwrap_or(Value::Null),
-                headers: answer_headers,
-                plan: state.spec.plan.clone(),
-                usage: state.usage,
-            });
-        }
-    };
-    Err(Refusal {
-        status,
-        code,
-        headers: answer_headers,
-    })
-}
-
-fn rate_limit_headers(admitted: &Admitted, primary: Option<(f64, i64)>) -> Vec<(String, String)> {
-    let mut headers = admitted.headers.clone();
-    headers.extend(admitted.usage.headers(&admitted.plan, primary));
-    headers
-}
-
-/// Answers for the behaviours that are plain JSON errors, the same on both POST endpoints.
-fn error_answer(behaviour: &Behaviour, admitted: &Admitted) -> Option<Response<Body>> {
-    let (status, body, headers) = match behaviour {
-        Behaviour::UsageLimit { resets_in_seconds } => {
-            let seconds = i64::try_from(*resets_in_seconds).unwrap_or(i64::MAX / 2);
-            let resets_at = now_s() + seconds;
-            let body = usage_limit_body(&admitted.plan, resets_at, *resets_in_seconds);
-            (
-                429,
-                body,
-                rate_limit_headers(admitted, Some((100.0, resets_at))),
-            )
-        }
-        Behaviour::RateLimited => {
-            let body = json!({"error": {"type": "rate_limit_exceeded", "code": "rate_limit_exceeded", "message": "Rate limit reached for requests on this account. Please try again in 1.5s."}});
-            (429, body, admitted.headers.clone())
-        }
-        Behaviour::Overloaded => {
-            let body = json!({"error": {"type": "server_error", "code": "server_is_overloaded", "message": "Our servers are currently overloaded. Please try again later."}});
-            (503, body, admitted.headers.clone())
-        }
-        Behaviour::Status { status, body } => (*status, body.clone(), admitted.headers.clone()),
-        _ => return None,
-    };
-    Some(json_response(status, &headers, &body))
+fn error_response(error: &JsonError) -> Response<Body> {
+    json_response(error.status, &error.headers, &error.body)
 }
 
 fn stream_answer(admitted: &Admitted, steps: Vec<Step>, connection: Connection) -> Response<Body> {
-    let mut headers = rate_limit_headers(admitted, None);
+    let mut headers = admitted.rate_limit_headers(None);
     headers.push(("content-type".to_owned(), "text/event-stream".to_owned()));
     headers.push(("cache-control".to_owned(), "no-cache".to_owned()));
     response(200, &headers, sse::body(steps, connection))
@@ -188,82 +74,27 @@ async fn responses(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response<Body> {
-    let admitted = match admit(&shared, &method, &uri, &headers, &body) {
+    let admitted = match admit(&shared, &method, &uri, &headers, &body, false) {
         Ok(admitted) => admitted,
         Err(refusal) => return refusal.into_response(),
     };
-    if admitted.body.is_null() {
-        let body = json!({"error": {"type": "invalid_request_error", "code": "invalid_json", "message": "The request body is not valid JSON."}});
-        return json_response(400, &admitted.headers, &body);
-    }
-    let (behaviour, context) = {
-        let mut registry = lock(&shared);
-        let behaviour = registry.next_behaviour(admitted.account);
-        let context = StreamContext {
-            response_id: registry.unique("resp"),
-            message_id: registry.unique("msg"),
-            model: admitted.body["model"]
-                .as_str()
-                .unwrap_or("gpt-5.5")
-                .to_owned(),
-            plan: admitted.plan.clone(),
-            usage: admitted.usage,
-            created_at: now_s(),
-        };
-        (behaviour, context)
-    };
-    if let Some(answer) = error_answer(&behaviour, &admitted) {
-        return answer;
-    }
-    let account_id = admitted
-        .headers
-        .iter()
-        .find(|(n, _)| n == "x-fake-account-id")
-        .map(|(_, v)| v.clone())
-        .unwrap_or_default();
-    let wants_compaction = admitted.body["input"]
-        .as_array()
-        .and_then(|items| items.last())
-        .is_some_and(|item| item["type"] == "compaction_trigger");
-    let success = |text: &str, deltas: usize, gap: Duration| {
-        if wants_compaction {
-            context.compaction_steps(&format!("fake-compacted-{account_id}"))
-        } else {
-            context.ok_steps(text, deltas, gap)
+    match answer::plan(&shared, &admitted) {
+        Answer::Error(error) => error_response(&error),
+        Answer::Stream { delay, steps } => {
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            stream_answer(&admitted, steps, connection)
         }
-    };
-    let default_steps = || success(OK_TEXT, OK_DELTAS, Duration::ZERO);
-    let steps = match behaviour {
-        Behaviour::Ok { text, deltas, gap } => success(&text, deltas, gap),
-        Behaviour::Timed { deltas, gap } if !wants_compaction => context.timed_steps(deltas, gap),
-        Behaviour::Timed { deltas, gap } => success(&event_words(deltas), deltas, gap),
-        Behaviour::FailedFirst { code } => vec![Step::Event(context.failed(&code))],
-        Behaviour::ErrorEventFirst { code } => vec![Step::Event(sse::error_event(&code))],
-        Behaviour::CutAfter { deltas_before_cut } => context.cut_steps(deltas_before_cut),
-        Behaviour::StallBeforeHeaders { d } => {
-            tokio::time::sleep(d).await;
-            default_steps()
-        }
-        Behaviour::StallAfterFirstEvent { d } => {
-            let mut steps = default_steps();
-            steps.insert(1, Step::Sleep(d));
-            steps
-        }
-        Behaviour::Reset => {
+        Answer::Reset => {
             connection.kill();
-            return json_response(500, &[], &json!({}));
+            json_response(500, &[], &json!({}))
         }
-        Behaviour::UsageLimit { .. }
-        | Behaviour::RateLimited
-        | Behaviour::Overloaded
-        | Behaviour::Status { .. } => {
-            unreachable!("error behaviours were answered above")
-        }
-    };
-    stream_answer(&admitted, steps, connection)
+    }
 }
 
-/// `/responses/compact`: the user messages of the input plus one compaction item (§6).
+/// `/responses/compact`: the user messages of the input plus one compaction item (§6), bound
+/// to the account like the compaction items of remote compaction v2.
 async fn compact(
     State(shared): State<Shared>,
     ConnectInfo(connection): ConnectInfo<Connection>,
@@ -272,20 +103,16 @@ async fn compact(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response<Body> {
-    let admitted = match admit(&shared, &method, &uri, &headers, &body) {
+    let admitted = match admit(&shared, &method, &uri, &headers, &body, false) {
         Ok(admitted) => admitted,
         Err(refusal) => return refusal.into_response(),
     };
-    if admitted.body.is_null() {
-        return json_response(
-            400,
-            &admitted.headers,
-            &json!({"error": {"code": "invalid_json", "message": "The request body is not valid JSON."}}),
-        );
+    if let Some(refused) = answer::refusal(&admitted) {
+        return error_response(&refused);
     }
     let behaviour = lock(&shared).next_behaviour(admitted.account);
-    if let Some(answer) = error_answer(&behaviour, &admitted) {
-        return answer;
+    if let Some(error) = answer::error_answer(&behaviour, &admitted) {
+        return error_response(&error);
     }
     match behaviour {
         // A unary endpoint has no stream to cut: these become a dropped connection.
@@ -298,10 +125,7 @@ async fn compact(
         }
         _ => {}
     }
-    let account_id = lock(&shared).accounts[admitted.account]
-        .spec
-        .account_id
-        .clone();
+    let blob = compaction_encrypted_content(&admitted.account_id, lock(&shared).serial());
     let mut output: Vec<Value> = admitted.body["input"]
         .as_array()
         .map(|items| {
@@ -314,12 +138,10 @@ async fn compact(
                 .collect()
         })
         .unwrap_or_default();
-    output.push(
-        json!({"type": "compaction", "encrypted_content": format!("fake-compacted-{account_id}")}),
-    );
+    output.push(json!({"type": "compaction", "encrypted_content": blob}));
     json_response(
         200,
-        &rate_limit_headers(&admitted, None),
+        &admitted.rate_limit_headers(None),
         &json!({ "output": output }),
     )
 }
@@ -331,7 +153,7 @@ async fn models(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response<Body> {
-    match admit(&shared, &method, &uri, &headers, &body) {
+    match admit(&shared, &method, &uri, &headers, &body, false) {
         Ok(admitted) => {
             let mut headers = admitted.headers;
             headers.push(("etag".to_owned(), "\"fake-models-v1\"".to_owned()));
@@ -349,7 +171,7 @@ async fn usage(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response<Body> {
-    let admitted = match admit(&shared, &method, &uri, &headers, &body) {
+    let admitted = match admit(&shared, &method, &uri, &headers, &body, false) {
         Ok(admitted) => admitted,
         Err(refusal) => return refusal.into_response(),
     };

@@ -11,11 +11,17 @@ pub mod fake_issuer;
 pub mod jwt;
 
 mod accounts;
+mod admission;
+mod answer;
 mod behaviour;
 mod connection;
+mod content_encoding;
+mod org_binding;
 mod quota;
 mod seen_request;
 mod sse;
+mod websocket;
+mod ws_client;
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -25,10 +31,15 @@ use tokio::task::JoinHandle;
 
 pub use accounts::{AccountSpec, IssuedTokens};
 pub use behaviour::clock_ns;
-pub use fake_backend::{Behaviour, SeenRequest, OK_TEXT};
+pub use content_encoding::zstd;
+pub use fake_backend::{Behaviour, SeenFrame, SeenRequest, OK_TEXT};
 pub use fake_issuer::pkce_challenge;
 pub use jwt::{decode_payload, make_jwt};
+pub use org_binding::{
+    compaction_encrypted_content, encrypted_content_owner, reasoning_encrypted_content,
+};
 pub use sse::sse_events;
+pub use ws_client::{response_create, WsClient, WsRefusal, WS_FRAME_TIMEOUT};
 
 use accounts::Registry;
 use connection::{Connection, KillableListener};
@@ -46,12 +57,15 @@ fn lock(shared: &Shared) -> MutexGuard<'_, Registry> {
 pub struct FakeOpenAi {
     /// `http://127.0.0.1:Q`; the token endpoint is `{issuer_url}/oauth/token`.
     pub issuer_url: String,
-    /// `http://127.0.0.1:P/backend-api/codex`: `POST /responses`, `/responses/compact`, `GET /models`.
+    /// `http://127.0.0.1:P/backend-api/codex`: `POST /responses`, `/responses/compact`,
+    /// `GET /models`, and `GET /responses` as a WebSocket (`ws_url`).
     pub upstream_url: String,
     /// `http://127.0.0.1:P/backend-api/wham/usage`.
     pub usage_url: String,
     /// `{upstream_url}/models`.
     pub models_url: String,
+    /// `ws://127.0.0.1:P/backend-api/codex/responses`, the Responses WebSocket.
+    pub ws_url: String,
     shared: Shared,
     servers: Vec<JoinHandle<()>>,
 }
@@ -61,6 +75,8 @@ impl Drop for FakeOpenAi {
         for server in &self.servers {
             server.abort();
         }
+        // Upgraded sockets run on tasks of their own, which aborting the servers leaves alone.
+        self.drop_websockets();
     }
 }
 
@@ -99,6 +115,7 @@ impl FakeOpenAi {
         FakeOpenAi {
             issuer_url,
             models_url: format!("{upstream_url}/models"),
+            ws_url: format!("ws://{backend_addr}/backend-api/codex/responses"),
             usage_url: format!("{backend_url}/backend-api/wham/usage"),
             upstream_url,
             shared,
@@ -111,8 +128,10 @@ impl FakeOpenAi {
         lock(&self.shared).add_account(spec)
     }
 
-    /// Queues a behaviour for the account's next `/responses` or `/responses/compact` call
-    /// (FIFO); when the queue is empty the default behaviour answers.
+    /// Queues a behaviour for the account's next `/responses` or `/responses/compact` call or
+    /// WebSocket `response.create` frame, prewarms included (FIFO); when the queue is empty
+    /// the default behaviour answers. A request refused before (bad bearer, undecodable body,
+    /// another account's `encrypted_content`) leaves the queue alone.
     pub fn push_behaviour(&self, account_id: &str, b: Behaviour) {
         lock(&self.shared).account(account_id).queue.push_back(b);
     }
@@ -128,7 +147,31 @@ impl FakeOpenAi {
         lock(&self.shared).requests().to_vec()
     }
 
-    /// Forgets the requests seen so far by both servers.
+    /// Every data frame clients sent on the backend's WebSockets, in order (handshakes are in
+    /// `requests()`, with `websocket: true`).
+    pub fn ws_frames(&self) -> Vec<SeenFrame> {
+        lock(&self.shared).websockets.frames.clone()
+    }
+
+    /// While on, every WebSocket upgrade is answered 426, which sends Codex back to HTTP.
+    pub fn refuse_websockets(&self, on: bool) {
+        lock(&self.shared).websockets.refuse = on;
+    }
+
+    /// WebSockets of the backend that are still open.
+    pub fn open_websockets(&self) -> usize {
+        lock(&self.shared).websockets.open.len()
+    }
+
+    /// Drops the TCP connection of every open WebSocket, as a server going away would.
+    pub fn drop_websockets(&self) {
+        let open = std::mem::take(&mut lock(&self.shared).websockets.open);
+        for (_, connection) in open {
+            connection.kill();
+        }
+    }
+
+    /// Forgets the requests (and WebSocket frames) seen so far by both servers.
     pub fn clear_requests(&self) {
         lock(&self.shared).clear_requests();
     }

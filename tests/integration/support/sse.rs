@@ -29,6 +29,9 @@ pub(super) struct StreamContext {
     pub plan: String,
     pub usage: Usage,
     pub created_at: i64,
+    /// A finished reasoning item (with `encrypted_content`) streamed before the message, when
+    /// the request's `include` asked for `reasoning.encrypted_content`.
+    pub reasoning: Option<Value>,
 }
 
 /// Splits `text` into `n` deltas: on word starts when that gives exactly `n` pieces (so the
@@ -75,13 +78,19 @@ impl StreamContext {
         json!({"type": "response.created", "response": self.response("in_progress", json!([]))})
     }
 
+    /// The message comes after the reasoning item, if any.
+    fn message_index(&self) -> usize {
+        usize::from(self.reasoning.is_some())
+    }
+
     fn text_event(&self, kind: &str, field: &str, value: &str) -> Value {
-        json!({"type": kind, "item_id": self.message_id, "output_index": 0, "content_index": 0,
-               field: value})
+        json!({"type": kind, "item_id": self.message_id, "output_index": self.message_index(),
+               "content_index": 0, field: value})
     }
 
     fn part_event(&self, kind: &str, text: &str) -> Value {
-        json!({"type": kind, "item_id": self.message_id, "output_index": 0, "content_index": 0,
+        json!({"type": kind, "item_id": self.message_id, "output_index": self.message_index(),
+               "content_index": 0,
                "part": {"type": "output_text", "text": text, "annotations": []}})
     }
 
@@ -90,8 +99,8 @@ impl StreamContext {
                "content": content})
     }
 
-    fn completed(&self, output: Value, output_tokens: usize) -> Value {
-        let mut response = self.response("completed", json!([output]));
+    fn completed(&self, output: Vec<Value>, output_tokens: usize) -> Value {
+        let mut response = self.response("completed", Value::Array(output));
         response["usage"] = json!({
             "input_tokens": 1234, "input_tokens_details": {"cached_tokens": 0},
             "output_tokens": output_tokens, "output_tokens_details": {"reasoning_tokens": 0},
@@ -100,20 +109,40 @@ impl StreamContext {
         json!({"type": "response.completed", "response": response})
     }
 
-    /// created, rate limits, in_progress, the message opened, so far the common prefix.
+    /// created, rate limits, in_progress, the reasoning item if any, the message opened: the
+    /// common prefix.
     fn opening(&self) -> Vec<Step> {
         let mut in_progress = self.created();
         in_progress["type"] = json!("response.in_progress");
-        vec![
+        let mut steps = vec![
             Step::Event(self.created()),
             Step::Event(self.usage.rate_limits_event(&self.plan, self.created_at)),
             Step::Event(in_progress),
-            Step::Event(
-                json!({"type": "response.output_item.added", "output_index": 0,
-                               "item": self.message("in_progress", json!([]))}),
-            ),
+        ];
+        if let Some(reasoning) = &self.reasoning {
+            // The blob arrives with the finished item, which is what Codex records.
+            let mut opened = reasoning.clone();
+            if let Some(fields) = opened.as_object_mut() {
+                fields.remove("encrypted_content");
+            }
+            steps.extend([
+                Step::Event(
+                    json!({"type": "response.output_item.added", "output_index": 0,
+                                   "item": opened}),
+                ),
+                Step::Event(
+                    json!({"type": "response.output_item.done", "output_index": 0,
+                                   "item": reasoning}),
+                ),
+            ]);
+        }
+        steps.extend([
+            Step::Event(json!({"type": "response.output_item.added",
+                               "output_index": self.message_index(),
+                               "item": self.message("in_progress", json!([]))})),
             Step::Event(self.part_event("response.content_part.added", "")),
-        ]
+        ]);
+        steps
     }
 
     fn delta(&self, piece: &str) -> Step {
@@ -131,16 +160,29 @@ impl StreamContext {
         }
         let part = json!([{"type": "output_text", "text": text, "annotations": []}]);
         let item = self.message("completed", part);
+        let output = self
+            .reasoning
+            .iter()
+            .cloned()
+            .chain([item.clone()])
+            .collect();
         steps.extend([
             Step::Event(self.text_event("response.output_text.done", "text", text)),
             Step::Event(self.part_event("response.content_part.done", text)),
-            Step::Event(
-                json!({"type": "response.output_item.done", "output_index": 0,
-                               "item": item.clone()}),
-            ),
-            Step::Event(self.completed(item, deltas)),
+            Step::Event(json!({"type": "response.output_item.done",
+                               "output_index": self.message_index(), "item": item})),
+            Step::Event(self.completed(output, deltas)),
         ]);
         steps
+    }
+
+    /// A `generate: false` prewarm on a WebSocket (protocol §5.4): created, then completed
+    /// with no output.
+    pub fn prewarm_steps(&self) -> Vec<Step> {
+        vec![
+            Step::Event(self.created()),
+            Step::Event(self.completed(Vec::new(), 0)),
+        ]
     }
 
     /// `ok_steps` for `n` one-word deltas, each stamped with its send time.
@@ -157,9 +199,8 @@ impl StreamContext {
     }
 
     /// Remote compaction v2 (codex-capture §8.2): exactly one `compaction` output item.
-    pub fn compaction_steps(&self, encrypted_content: &str) -> Vec<Step> {
-        let item = json!({"id": format!("cmp_{}", self.response_id), "type": "compaction",
-                          "encrypted_content": encrypted_content});
+    pub fn compaction_steps(&self, id: &str, encrypted_content: &str) -> Vec<Step> {
+        let item = json!({"id": id, "type": "compaction", "encrypted_content": encrypted_content});
         vec![
             Step::Event(self.created()),
             Step::Event(self.usage.rate_limits_event(&self.plan, self.created_at)),
@@ -171,7 +212,7 @@ impl StreamContext {
                 json!({"type": "response.output_item.done", "output_index": 0,
                                "item": item.clone()}),
             ),
-            Step::Event(self.completed(item, 1)),
+            Step::Event(self.completed(vec![item], 1)),
         ]
     }
 

@@ -1,0 +1,151 @@
+//! `GET /backend-api/wham/usage` and `GET /api/codex/usage` for the whole pool, in the
+//! upstream's shape (protocol §3.4). Codex 0.154 and later read this to show the limits and to
+//! stop sending when the signed-in account is exhausted; answered for one account it would
+//! block the user while other accounts still have headroom (peers §3.3, item 6).
+
+use axum::extract::State;
+use axum::Json;
+use serde_json::{json, Value};
+
+use super::status::{snapshot, AccountStatus};
+use super::ProxyState;
+use crate::accounts::now_ms;
+
+pub async fn usage(State(state): State<ProxyState>) -> Json<Value> {
+    let status = snapshot(&state);
+    Json(pool_usage(&status.accounts, now_ms() / 1000))
+}
+
+/// The pool as one account: each window's use is the average over the accounts that can
+/// serve (a limited account counts as full until its reset), and the limit is reached only
+/// when every one of them is limited.
+pub fn pool_usage(accounts: &[AccountStatus], now_s: i64) -> Value {
+    let serving: Vec<&AccountStatus> = accounts
+        .iter()
+        .filter(|a| a.enabled && a.state != "needs-login")
+        .collect();
+    let limited = |a: &AccountStatus| a.state == "limited";
+    let all_limited = !serving.is_empty() && serving.iter().all(|a| limited(a));
+    // `/status` keeps usage as JSON: {"primary": {"usedPercent", "windowMinutes", "resetsAt"}}.
+    let window = |name: &str, minutes: i64| {
+        let pick = |a: &AccountStatus| {
+            a.usage
+                .as_ref()?
+                .get(name)
+                .filter(|w| w.is_object())
+                .cloned()
+        };
+        let mut used = Vec::new();
+        let mut resets = Vec::new();
+        for a in &serving {
+            let w = pick(a);
+            let until = a.until.filter(|_| limited(a)).map(|ms| ms / 1000);
+            let percent = match (
+                limited(a),
+                w.as_ref().and_then(|w| w["usedPercent"].as_f64()),
+            ) {
+                (true, _) => 100.0,
+                (false, Some(p)) => p.clamp(0.0, 100.0),
+                // Unknown usage: not counted, so one fresh account does not look empty.
+                (false, None) => continue,
+            };
+            used.push(percent);
+            let reset = until.or(w.as_ref().and_then(|w| w["resetsAt"].as_i64()));
+            if let Some(r) = reset.filter(|r| *r > now_s && percent > 0.0) {
+                resets.push(r);
+            }
+        }
+        let percent = match used.len() {
+            0 => 0.0,
+            n => used.iter().sum::<f64>() / n as f64,
+        };
+        let window_minutes = serving
+            .iter()
+            .find_map(|a| pick(a)?["windowMinutes"].as_i64())
+            .unwrap_or(minutes);
+        // When capacity next comes back.
+        let reset_at = resets.into_iter().min();
+        json!({
+            "used_percent": (percent * 10.0).round() / 10.0,
+            "limit_window_seconds": window_minutes * 60,
+            "reset_after_seconds": reset_at.map(|r| r - now_s),
+            "reset_at": reset_at,
+        })
+    };
+    let plan = serving
+        .iter()
+        .find_map(|a| a.plan.clone())
+        .unwrap_or_else(|| "plus".to_string());
+    json!({
+        "plan_type": plan,
+        "rate_limit": {
+            "allowed": !serving.is_empty() && !all_limited,
+            "limit_reached": all_limited,
+            "primary_window": window("primary", 300),
+            "secondary_window": window("secondary", 10_080),
+        },
+        "credits": null,
+        "additional_rate_limits": [],
+        "rate_limit_reached_type": if all_limited { json!({"type": "rate_limit_reached"}) } else { Value::Null },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_800_000_000;
+
+    fn account(state: &str, primary: Option<f64>, until_s: Option<i64>) -> AccountStatus {
+        let window =
+            |p: f64| json!({"usedPercent": p, "windowMinutes": 300, "resetsAt": NOW + 3600});
+        AccountStatus {
+            index: 0,
+            key: "k".into(),
+            label: None,
+            email: None,
+            plan: Some("pro".into()),
+            enabled: true,
+            state: state.into(),
+            until: until_s.map(|s| s * 1000),
+            needs_login_reason: None,
+            limits: Default::default(),
+            usage: primary.map(|p| json!({"primary": window(p), "secondary": window(p / 2.0)})),
+            last_used: None,
+            preferred: false,
+            empty_at: None,
+        }
+    }
+
+    #[test]
+    fn one_limited_account_does_not_block_the_pool() {
+        let pool = [
+            account("limited", Some(100.0), Some(NOW + 600)),
+            account("ok", Some(20.0), None),
+        ];
+        let u = pool_usage(&pool, NOW);
+        assert_eq!(u["rate_limit"]["allowed"], true);
+        assert_eq!(u["rate_limit"]["limit_reached"], false);
+        assert_eq!(u["rate_limit"]["primary_window"]["used_percent"], 60.0);
+        assert_eq!(u["rate_limit"]["primary_window"]["reset_at"], NOW + 600);
+        assert_eq!(u["rate_limit_reached_type"], Value::Null);
+        assert_eq!(u["plan_type"], "pro");
+    }
+
+    #[test]
+    fn the_limit_is_reached_only_when_every_serving_account_is_limited() {
+        let mut disabled = account("ok", Some(0.0), None);
+        disabled.enabled = false;
+        let pool = [
+            account("limited", Some(100.0), Some(NOW + 900)),
+            account("limited", None, Some(NOW + 300)),
+            disabled,
+        ];
+        let u = pool_usage(&pool, NOW);
+        assert_eq!(u["rate_limit"]["allowed"], false);
+        assert_eq!(u["rate_limit"]["limit_reached"], true);
+        assert_eq!(u["rate_limit"]["primary_window"]["used_percent"], 100.0);
+        assert_eq!(u["rate_limit"]["primary_window"]["reset_at"], NOW + 300);
+        assert_eq!(u["rate_limit_reached_type"]["type"], "rate_limit_reached");
+    }
+}
