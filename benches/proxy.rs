@@ -28,6 +28,8 @@ mod measure;
 mod paths;
 #[path = "proxy/report.rs"]
 mod report;
+#[path = "proxy/websocket.rs"]
+mod websocket;
 
 use std::time::{Duration, Instant};
 
@@ -130,6 +132,7 @@ fn main() {
     let targets = [paths::direct(&fake), nginx, router];
     let pids = [router_process.pid(), nginx_process.pid()];
     let results = client_runtime.block_on(run(&fake, &targets, pids, rounds));
+    let ws_results = client_runtime.block_on(run_websocket(&fake, &targets, rounds));
     drop((router_process, nginx_process));
     drop(fake);
     let plan = Plan {
@@ -141,6 +144,32 @@ fn main() {
         load_gap: LOAD_GAP,
     };
     report::print(&results, &plan, &paths::nginx_version());
+    websocket::print(&ws_results);
+}
+
+/// WebSocket next to HTTP, direct and through the router, in the same rounds: time to the
+/// first frame (`Behaviour::ok()`) and per-event delay (`Behaviour::Timed`).
+async fn run_websocket(
+    fake: &FakeOpenAi,
+    targets: &[Target],
+    rounds: [usize; 4],
+) -> websocket::WsResults {
+    let [ttfb_rounds, event_rounds, _, _] = rounds;
+    let router_ws = targets[ROUTER].url.replacen("http://", "ws://", 1);
+    let mut ws = [
+        websocket::WsTarget::open("ws direct", &fake.ws_url, &targets[DIRECT].headers).await,
+        websocket::WsTarget::open("ws router", &router_ws, &targets[ROUTER].headers).await,
+    ];
+    let http = [&targets[DIRECT], &targets[ROUTER]];
+    let small = body("bench-ws");
+    let frame = support::response_create(&harness::codex_body("bench-ws", "gpt-5.5")).to_string();
+    set_behaviour(fake, &Behaviour::ok());
+    websocket::rounds(http, &mut ws, 30, &small, &frame).await; // warm-up
+    let ttfb = websocket::rounds(http, &mut ws, ttfb_rounds, &small, &frame).await;
+    let (deltas, gap) = (EVENT_DELTAS, EVENT_GAP);
+    set_behaviour(fake, &Behaviour::Timed { deltas, gap });
+    let events = websocket::rounds(http, &mut ws, event_rounds, &small, &frame).await;
+    websocket::WsResults { ttfb, events }
 }
 
 async fn run(fake: &FakeOpenAi, targets: &[Target], pids: [u32; 2], rounds: [usize; 4]) -> Results {

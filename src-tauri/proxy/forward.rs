@@ -135,7 +135,11 @@ async fn run(
             moving.is_none() && turn_account.as_deref().is_none_or(|t| t == account);
         let mut rewritten = None;
         let mut dropped = 0;
-        if let Some(session) = session.as_deref() {
+        // Parsing a large body costs milliseconds: only when the session moves or moved.
+        let involved = session
+            .as_deref()
+            .filter(|s| moving.is_some() || state.moves().knows(s));
+        if let Some(session) = involved {
             let json = parsed.get_or_insert_with(|| {
                 serde_json::from_slice(&plain).unwrap_or(serde_json::Value::Null)
             });
@@ -156,7 +160,10 @@ async fn run(
                 // The move was not known (a restart forgot it): everything encrypted in
                 // the input is foreign to this account; once more, without it.
                 tracing::info!(account = %routing.pool.display_name(&account), "encrypted content from another account; retrying without it");
-                if let (Some(s), Some(json)) = (session.as_deref(), parsed.as_ref()) {
+                if let Some(s) = session.as_deref() {
+                    let json = parsed.get_or_insert_with(|| {
+                        serde_json::from_slice(&plain).unwrap_or(serde_json::Value::Null)
+                    });
                     state.moves().mark_foreign(s, &json["input"]);
                 }
                 healed = true;

@@ -69,6 +69,12 @@ impl Moves {
         map.entry(session.to_string()).or_default().extend(found);
     }
 
+    /// Whether the session has foreign items to drop (cheap: no body is read).
+    pub fn knows(&self, session: &str) -> bool {
+        let guard = self.foreign.lock().unwrap_or_else(|p| p.into_inner());
+        guard.by_session.contains_key(session)
+    }
+
     /// The request body without the session's foreign items, and how many were dropped;
     /// `None` when nothing had to go.
     pub fn clean(&self, session: &str, body: &Value) -> Option<(Bytes, usize)> {

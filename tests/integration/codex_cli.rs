@@ -21,7 +21,7 @@ const A: TestAccount = account("a@example.com", "acct-a");
 const B: TestAccount = account("b@example.com", "acct-b");
 
 /// The pinned Codex binary, or `None` when the test is skipped on purpose.
-fn codex_bin() -> Option<PathBuf> {
+pub fn codex_bin() -> Option<PathBuf> {
     if std::env::var("CMA_SKIP_CODEX_E2E").as_deref() == Ok("1") {
         eprintln!("skipped: CMA_SKIP_CODEX_E2E=1, the real Codex CLI end-to-end test did not run");
         return None;
@@ -52,10 +52,18 @@ fn codex_bin() -> Option<PathBuf> {
 }
 
 /// `cma start` in the background, killed on drop; its stderr goes to a file for failures.
-struct Router {
+pub struct Router {
     child: Child,
-    port: u16,
+    pub port: u16,
     log: PathBuf,
+}
+
+pub type CmaRouter = Router;
+pub type CodexRun = Run;
+
+/// `cma start` against the fakes, with its files in `root`.
+pub fn cma_router(fake: &FakeOpenAi, root: &Path) -> Router {
+    Router::start(&fake_vars(fake, root), root)
 }
 
 impl Router {
@@ -81,6 +89,17 @@ impl Router {
     fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// The router's `/status`.
+    pub async fn status(&self) -> Value {
+        let url = format!("http://127.0.0.1:{}/status", self.port);
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .expect("client");
+        let response = http.get(url).send().await.expect("status");
+        response.json().await.expect("status json")
+    }
 }
 
 impl Drop for Router {
@@ -103,15 +122,15 @@ fn cma(vars: &HashMap<String, String>, dir: &Path, args: &[&str]) -> Command {
 }
 
 /// One `codex exec` run: its exit, its JSONL events, what it printed and how long it took.
-struct Run {
+pub struct Run {
     ok: bool,
     events: Vec<Value>,
-    printed: String,
+    pub printed: String,
     took: Duration,
 }
 
 impl Run {
-    fn thread_id(&self) -> &str {
+    pub fn thread_id(&self) -> &str {
         let started = self.events.iter().find(|e| e["type"] == "thread.started");
         started
             .and_then(|e| e["thread_id"].as_str())
@@ -119,7 +138,7 @@ impl Run {
     }
 
     /// Exit 0, the fake's answer as the agent message, and no error event on the way.
-    fn assert_answered(&self, router: &Router) {
+    pub fn assert_answered(&self, router: &Router) {
         let context = format!("{}\ncma:\n{}", self.printed, router.log());
         let messages: Vec<&Value> = (self.events.iter())
             .filter(|e| e["type"] == "item.completed" && e["item"]["type"] == "agent_message")
@@ -136,6 +155,17 @@ impl Run {
 
 /// `codex exec [resume --last] --skip-git-repo-check --json <prompt>`, killed after 60 s.
 async fn codex(bin: &Path, root: &Path, resume: bool, prompt: &str) -> Run {
+    codex_with(bin, root, resume, prompt, &[]).await
+}
+
+/// `codex`, with more environment variables.
+pub async fn codex_with(
+    bin: &Path,
+    root: &Path,
+    resume: bool,
+    prompt: &str,
+    env: &[(&str, String)],
+) -> Run {
     let mut args = vec!["exec"];
     if resume {
         args.extend(["resume", "--last"]);
@@ -150,6 +180,7 @@ async fn codex(bin: &Path, root: &Path, resume: bool, prompt: &str) -> Run {
         .env("HOME", root.join("home"))
         .env("CODEX_HOME", root.join("codex-home"))
         .env("NO_PROXY", "127.0.0.1,localhost")
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -199,7 +230,7 @@ plugins = false
 }
 
 /// The `/responses` calls the fake backend saw since the last clear.
-fn responses(fake: &FakeOpenAi) -> Vec<SeenRequest> {
+pub fn responses(fake: &FakeOpenAi) -> Vec<SeenRequest> {
     let mut calls = fake.requests();
     calls.retain(|r| r.path.ends_with("/codex/responses"));
     calls

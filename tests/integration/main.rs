@@ -6,6 +6,7 @@ mod support;
 
 mod cli;
 mod codex_cli;
+mod codex_modes;
 #[cfg(feature = "desktop")]
 mod dashboard;
 mod failover;

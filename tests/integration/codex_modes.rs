@@ -1,0 +1,232 @@
+//! The real Codex CLI through the router in the other ways Codex can be set up (protocol §5,
+//! codex-capture §8.2): a provider named "OpenAI" with the user's own ChatGPT login (zstd
+//! bodies, remote compaction v2), the built-in provider with `openai_base_url` (WebSocket
+//! first), and a custom provider with `supports_websockets = true`; each with a move between
+//! accounts in the middle of a resumed session.
+
+use std::path::Path;
+
+use serde_json::{json, Value};
+
+use crate::codex_cli::{cma_router, codex_bin, codex_with, responses, CmaRouter, CodexRun};
+use crate::harness::*;
+use crate::support::{AccountSpec, Behaviour, FakeOpenAi, SeenRequest};
+
+const A: TestAccount = account("a@example.com", "acct-a");
+const B: TestAccount = account("b@example.com", "acct-b");
+
+/// Codex's quiet settings (codex-capture §9), no retries of its own, and `provider`.
+fn config(root: &Path, top: &str, provider: &str) {
+    let text = format!(
+        "model = \"gpt-5.5\"\ncheck_for_update_on_startup = false\n{top}\n\
+         [analytics]\nenabled = false\n[features]\nplugins = false\n{provider}\n"
+    );
+    std::fs::write(root.join("codex-home/config.toml"), text).expect("codex config");
+}
+
+/// The user's own ChatGPT login in `$CODEX_HOME/auth.json` (protocol §7): an account of the
+/// fake that the router does not know, so any request carrying it would show.
+fn chatgpt_login(fake: &FakeOpenAi, root: &Path) {
+    let own = fake.add_account(AccountSpec::new(
+        "me@example.com",
+        "acct-me",
+        "user-acct-me",
+    ));
+    let auth = json!({
+        "auth_mode": "chatgpt",
+        "OPENAI_API_KEY": null,
+        "tokens": {
+            "id_token": own.id_token,
+            "access_token": own.access_token,
+            "refresh_token": own.refresh_token,
+            "account_id": "acct-me",
+        },
+        "last_refresh": "2026-11-26T00:00:00Z",
+    });
+    let path = root.join("codex-home/auth.json");
+    std::fs::write(&path, serde_json::to_vec_pretty(&auth).unwrap()).expect("auth.json");
+}
+
+fn encrypted(request: &SeenRequest) -> Vec<String> {
+    let items = request.body["input"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let blob = |i: &Value| i["encrypted_content"].as_str().map(str::to_string);
+    items.iter().filter_map(blob).collect()
+}
+
+/// Every model request reached the fake as one of the router's accounts, never with the
+/// user's own login, and none carried another account's encrypted content.
+fn assert_clean(calls: &[SeenRequest]) {
+    for call in calls {
+        let account = call.account_id.as_deref().unwrap_or("<none>");
+        assert!(
+            ["acct-a", "acct-b"].contains(&account),
+            "sent as {account}: {call:?}"
+        );
+        for blob in encrypted(call) {
+            let owner = blob.split(':').nth(1).unwrap_or("");
+            assert!(
+                owner == account || !blob.contains(':'),
+                "{blob} sent to {account}"
+            );
+        }
+    }
+}
+
+/// A router with A and B on the fake, and a Codex home set up by `setup`.
+async fn start(
+    setup: impl FnOnce(&FakeOpenAi, &Path, u16),
+) -> Option<(FakeOpenAi, CmaRouter, tempfile::TempDir, std::path::PathBuf)> {
+    let bin = codex_bin()?;
+    let fake = FakeOpenAi::start().await;
+    let root = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("temp dir");
+    for dir in ["home", "work", "codex-home"] {
+        std::fs::create_dir_all(root.path().join(dir)).expect("dirs");
+    }
+    let records = [register(&fake, &A), register(&fake, &B)];
+    write_accounts(&root.path().join("openai-accounts.json"), &records);
+    let router = cma_router(&fake, root.path());
+    setup(&fake, root.path(), router.port);
+    Some((fake, router, root, bin))
+}
+
+/// A first run on A, then A runs out and the resumed session continues on B.
+async fn first_then_moved(
+    fake: &FakeOpenAi,
+    router: &CmaRouter,
+    root: &Path,
+    bin: &Path,
+    env: &[(&str, String)],
+) -> (CodexRun, CodexRun) {
+    let first = codex_with(bin, root, false, "say hi", env).await;
+    first.assert_answered(router);
+    fake.push_behaviour(
+        "acct-a",
+        Behaviour::UsageLimit {
+            resets_in_seconds: 3600,
+        },
+    );
+    let second = codex_with(bin, root, true, "second turn", env).await;
+    second.assert_answered(router);
+    assert_eq!(second.thread_id(), first.thread_id(), "the same session");
+    (first, second)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_provider_named_openai_with_a_chatgpt_login_sends_zstd_compacts_remotely_and_moves() {
+    let Some((fake, router, root, bin)) = start(|fake, root, port| {
+        chatgpt_login(fake, root);
+        let top = format!(
+            "model_provider = \"router\"\nmodel_auto_compact_token_limit = 1\n\
+             chatgpt_base_url = \"http://127.0.0.1:{port}/backend-api/\""
+        );
+        let provider = format!(
+            "[model_providers.router]\nname = \"OpenAI\"\n\
+             base_url = \"http://127.0.0.1:{port}/backend-api/codex\"\nwire_api = \"responses\"\n\
+             supports_websockets = false\nstream_max_retries = 0\nrequest_max_retries = 0"
+        );
+        config(root, &top, &provider);
+    })
+    .await
+    else {
+        return;
+    };
+    let root = root.path();
+    let refresh = format!("{}/oauth/token", fake.issuer_url);
+    let env = [("CODEX_REFRESH_TOKEN_URL_OVERRIDE", refresh)];
+    let (_, second) = first_then_moved(&fake, &router, root, &bin, &env).await;
+    let calls = responses(&fake);
+    assert_clean(&calls);
+    let zstd = calls
+        .iter()
+        .filter(|c| c.content_encoding.as_deref() == Some("zstd"));
+    assert!(
+        zstd.count() > 0,
+        "Codex compressed its bodies: {:?}",
+        calls
+            .iter()
+            .map(|c| &c.content_encoding)
+            .collect::<Vec<_>>()
+    );
+    let trigger = |c: &&SeenRequest| {
+        let input = c.body["input"].as_array();
+        input
+            .and_then(|i| i.last())
+            .is_some_and(|i| i["type"] == "compaction_trigger")
+    };
+    assert!(
+        calls.iter().any(|c| trigger(&c)),
+        "remote compaction v2 went through the router"
+    );
+    let on_b: Vec<&SeenRequest> = calls
+        .iter()
+        .filter(|c| c.account_id.as_deref() == Some("acct-b"))
+        .collect();
+    assert!(
+        !on_b.is_empty(),
+        "B took the session over\n{}",
+        second.printed
+    );
+    let status = router.status().await;
+    let moves = status["moves"].as_array().cloned().unwrap_or_default();
+    assert!(!moves.is_empty(), "the move is in /status: {status}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_builtin_provider_with_openai_base_url_works_and_moves() {
+    let Some((fake, router, root, bin)) = start(|fake, root, port| {
+        chatgpt_login(fake, root);
+        let top = format!("openai_base_url = \"http://127.0.0.1:{port}/v1\"");
+        config(root, &top, "");
+    })
+    .await
+    else {
+        return;
+    };
+    let root = root.path();
+    let refresh = format!("{}/oauth/token", fake.issuer_url);
+    let env = [("CODEX_REFRESH_TOKEN_URL_OVERRIDE", refresh)];
+    first_then_moved(&fake, &router, root, &bin, &env).await;
+    let calls = responses(&fake);
+    assert_clean(&calls);
+    let frames = fake.ws_frames();
+    eprintln!(
+        "openai_base_url: {} HTTP calls, {} WebSocket frames",
+        calls.iter().filter(|c| !c.websocket).count(),
+        frames.len()
+    );
+    for frame in &frames {
+        assert!(
+            ["acct-a", "acct-b"].contains(&frame.account_id.as_str()),
+            "{frame:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_custom_provider_with_websockets_on_works_and_moves() {
+    let Some((fake, router, root, bin)) = start(|_, root, port| {
+        let provider = format!(
+            "[model_providers.router]\nname = \"Codex App Account Router\"\n\
+             base_url = \"http://127.0.0.1:{port}/v1\"\nwire_api = \"responses\"\n\
+             supports_websockets = true\nstream_max_retries = 0\nrequest_max_retries = 0"
+        );
+        config(root, "model_provider = \"router\"", &provider);
+    })
+    .await
+    else {
+        return;
+    };
+    let root = root.path();
+    first_then_moved(&fake, &router, root, &bin, &[]).await;
+    let calls = responses(&fake);
+    assert_clean(&calls);
+    let frames = fake.ws_frames();
+    eprintln!(
+        "supports_websockets: {} HTTP calls, {} WebSocket frames",
+        calls.iter().filter(|c| !c.websocket).count(),
+        frames.len()
+    );
+}
