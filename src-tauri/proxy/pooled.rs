@@ -67,8 +67,8 @@ pub fn pool_usage(accounts: &[AccountStatus], now_s: i64) -> Value {
         let reset_at = resets.into_iter().min();
         json!({
             "used_percent": (percent * 10.0).round() / 10.0,
-            "limit_window_seconds": window_minutes * 60,
-            "reset_after_seconds": reset_at.map(|r| r - now_s),
+            "limit_window_seconds": window_minutes.saturating_mul(60),
+            "reset_after_seconds": reset_at.map(|r| r.saturating_sub(now_s)),
             "reset_at": reset_at,
         })
     };
