@@ -14,6 +14,8 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use crate::harness::*;
 use crate::support::{response_create, Behaviour, WsClient, OK_TEXT};
 
+mod reuse;
+
 const A: TestAccount = account("a@example.com", "acct-a");
 const B: TestAccount = account("b@example.com", "acct-b");
 const WAIT: Duration = Duration::from_secs(10);

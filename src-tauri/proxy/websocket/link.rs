@@ -172,9 +172,13 @@ pub(super) async fn open(
     };
     match request(state, &mut link, frame).await {
         Ok(opening) => Opened::Ready(Box::new(link), opening),
-        Err(failure) => {
+        Err(unanswered) => {
             close(&mut link.socket).await;
-            Opened::Failed(failure)
+            // A socket lost right after its handshake says something about the account.
+            Opened::Failed(match unanswered {
+                Unanswered::Failed(failure) => failure,
+                Unanswered::Lost(reason) => transient(reason),
+            })
         }
     }
 }
@@ -236,16 +240,12 @@ pub(super) async fn request(
     state: &ProxyState,
     link: &mut Link,
     frame: Bytes,
-) -> Result<Opening, Failure> {
-    let transient = |reason: &str| Failure::Transient {
-        reason: reason.to_string(),
-        cooldown: Duration::from_secs(5),
-        replay: None,
-    };
+) -> Result<Opening, Unanswered> {
+    let transient = |reason: &str| Unanswered::Failed(transient(reason.to_string()));
     let text = tungstenite::Utf8Bytes::try_from(frame)
         .map_err(|_| transient("the request frame is not UTF-8"))?;
     if let Err(e) = link.socket.send(TsMessage::Text(text)).await {
-        return Err(transient(&format!(
+        return Err(Unanswered::Lost(format!(
             "the upstream socket refused the request: {}",
             describe(&e)
         )));
@@ -261,14 +261,16 @@ pub(super) async fn request(
                 ))
             }
             Ok(None | Some(Err(_)) | Some(Ok(TsMessage::Close(_)))) => {
-                return Err(transient(
-                    "the upstream socket closed before its first output",
+                return Err(Unanswered::Lost(
+                    "the upstream socket closed before its first output".to_string(),
                 ))
             }
             Ok(Some(Ok(message))) => message,
         };
         let step = match &message {
-            TsMessage::Text(text) => step(state, &link.account, text).await?,
+            TsMessage::Text(text) => step(state, &link.account, text)
+                .await
+                .map_err(Unanswered::Failed)?,
             TsMessage::Binary(_) => Step::Output {
                 status: 200,
                 done: false,
@@ -292,6 +294,24 @@ pub(super) async fn request(
             });
         }
     }
+}
+
+fn transient(reason: String) -> Failure {
+    let cooldown = Duration::from_secs(5);
+    Failure::Transient {
+        reason,
+        cooldown,
+        replay: None,
+    }
+}
+
+/// Why a request on an upstream socket got no output; nothing reached the client.
+pub(super) enum Unanswered {
+    /// The account answered with a failure.
+    Failed(Failure),
+    /// The socket was gone before any answer (the upstream closes idle sockets): no word
+    /// about the account.
+    Lost(String),
 }
 
 enum Step {

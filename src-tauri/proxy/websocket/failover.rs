@@ -1,0 +1,317 @@
+//! Which account serves a socket's requests: the first one tries accounts until one serves,
+//! as on HTTP; a later one stays on the socket's account while it can serve, and otherwise
+//! the session moves (the client is closed with 1012 and reconnects).
+
+use std::collections::HashSet;
+use std::time::Instant;
+
+use bytes::Bytes;
+use serde_json::Value;
+
+use super::super::forward::{exhausted, note_failure, FORCE_HEADER};
+use super::super::moves::MoveRecord;
+use super::super::upstream::{self, Failure};
+use super::super::ProxyState;
+use super::frames::{generates, CLOSE_RESTART};
+use super::link::{self, Link, Opened, Unanswered};
+use super::session::{Flow, Session};
+use crate::accounts::now_ms;
+use crate::routing::{availability, Availability, RequestIdentity};
+
+impl Session {
+    /// The first request of the socket: try accounts until one serves, as on HTTP.
+    pub(super) async fn open(
+        &mut self,
+        frame: Bytes,
+        model: &str,
+        identity: &RequestIdentity,
+        started: Instant,
+    ) -> Flow {
+        let state = self.state.clone();
+        let routing = state.routing();
+        routing.pool.sync_from_disk();
+        let turn_account = identity
+            .turn_state
+            .as_deref()
+            .and_then(|t| routing.bindings.turn_account(t));
+        let forced = self
+            .headers
+            .get(FORCE_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let session = identity.session.as_deref();
+        let bound = session.and_then(|s| routing.bindings.session_account(s));
+        let mut parsed: Option<Value> = None;
+        let (mut marked, mut healed) = (false, false);
+        let mut tried = HashSet::new();
+        let mut last: Option<Failure> = None;
+        while let Some(account) = next_account(&state, forced.as_deref(), identity, model, &tried) {
+            tried.insert(account.clone());
+            // A session leaving its account drops what only that account can read, and the
+            // turn state that account issued.
+            let moving = bound.as_deref().filter(|b| *b != account);
+            let keep_turn_state =
+                moving.is_none() && turn_account.as_deref().is_none_or(|t| t == account);
+            let mut sent = frame.clone();
+            let mut dropped = 0;
+            // Parsing a large frame costs milliseconds: only when the session moves or moved.
+            let involved = session.filter(|s| moving.is_some() || state.moves().knows(s));
+            if let Some(session) = involved {
+                let json = parsed.get_or_insert_with(|| parse(&frame));
+                if moving.is_some() && !marked {
+                    state.moves().mark_foreign(session, &json["input"]);
+                    marked = true;
+                }
+                if let Some((body, n)) = state.moves().clean(session, json) {
+                    (sent, dropped) = (body, n);
+                }
+            }
+            let opened = link::open(&state, &self.headers, &account, keep_turn_state, sent).await;
+            let now = now_ms();
+            match opened {
+                Opened::Ready(link, opening) => {
+                    if let Some(from) = moving {
+                        state.moves().record(MoveRecord {
+                            at: now,
+                            session: identity.session_tag(),
+                            from: routing.pool.display_name(from),
+                            to: routing.pool.display_name(&account),
+                            reason: describe_failure(last.as_ref()),
+                            dropped,
+                        });
+                    }
+                    let turn = link
+                        .turn
+                        .clone()
+                        .or(identity.turn_state.clone().filter(|_| keep_turn_state));
+                    routing
+                        .bindings
+                        .confirm(session, turn.as_deref(), &account, now);
+                    self.link = Some(*link);
+                    self.marking = moving.is_some() && !generates(&frame);
+                    return self.deliver(opening, model, started).await;
+                }
+                Opened::Failed(Failure::ForeignContent { replay })
+                    if !healed && session.is_some() =>
+                {
+                    // The move was not known (a restart forgot it): everything encrypted in
+                    // the input is foreign to this account; once more, without it.
+                    tracing::info!(account = %routing.pool.display_name(&account), "encrypted content from another account; retrying without it");
+                    if let Some(s) = session {
+                        let json = parsed.get_or_insert_with(|| parse(&frame));
+                        state.moves().mark_foreign(s, &json["input"]);
+                    }
+                    healed = true;
+                    tried.remove(&account);
+                    last = Some(Failure::ForeignContent { replay });
+                }
+                Opened::Failed(failure) => {
+                    note_failure(&state, &account, model, &failure, now);
+                    last = Some(failure);
+                }
+                Opened::Refused(response) => {
+                    let name = routing.pool.display_name(&account);
+                    return self.answer(response, model, Some(name), started).await;
+                }
+                Opened::NoWebSocket => {
+                    self.close_client(CLOSE_RESTART, "the upstream refuses WebSocket; use HTTP")
+                        .await;
+                    return Flow::Stop;
+                }
+            }
+        }
+        let response = exhausted(&state, model, last);
+        self.answer(response, model, None, started).await
+    }
+
+    /// A later request on the socket: the same upstream socket while its account serves.
+    pub(super) async fn reuse(
+        &mut self,
+        mut link: Link,
+        frame: Bytes,
+        model: &str,
+        identity: &RequestIdentity,
+        started: Instant,
+    ) -> Flow {
+        let state = self.state.clone();
+        let account = link.account.clone();
+        if !usable(&state, &account, model) {
+            return self
+                .leave(&account, Some(link), &frame, model, identity, None, started)
+                .await;
+        }
+        let session = identity.session.as_deref();
+        let mut parsed: Option<Value> = None;
+        let mut healed = false;
+        loop {
+            let mut sent = frame.clone();
+            let involved = session.filter(|s| self.marking || state.moves().knows(s));
+            if let Some(session) = involved {
+                let json = parsed.get_or_insert_with(|| parse(&frame));
+                if self.marking {
+                    state.moves().mark_foreign(session, &json["input"]);
+                }
+                if let Some((body, _)) = state.moves().clean(session, json) {
+                    sent = body;
+                }
+            }
+            let failure = match link::request(&state, &mut link, sent).await {
+                Ok(opening) => {
+                    self.marking &= !generates(&frame);
+                    let turn = link.turn.clone().or(identity.turn_state.clone());
+                    let bindings = &state.routing().bindings;
+                    bindings.confirm(session, turn.as_deref(), &account, now_ms());
+                    self.link = Some(link);
+                    return self.deliver(opening, model, started).await;
+                }
+                Err(Unanswered::Lost(reason)) => {
+                    // The upstream closed the socket while it idled: nothing is known about
+                    // the account; a new socket, routed afresh, serves the request.
+                    tracing::info!(%reason, "the upstream socket was lost; closing the client socket so Codex reconnects");
+                    link::close(&mut link.socket).await;
+                    self.close_client(CLOSE_RESTART, "the upstream connection was lost; reconnect")
+                        .await;
+                    return Flow::Stop;
+                }
+                Err(Unanswered::Failed(failure)) => failure,
+            };
+            match failure {
+                Failure::ForeignContent { .. } if !healed && session.is_some() => {
+                    // Encrypted content this account cannot read (another account wrote it
+                    // and the router did not know): once more, without it.
+                    tracing::info!(account = %state.routing().pool.display_name(&account), "encrypted content from another account; retrying without it");
+                    if let Some(s) = session {
+                        let json = parsed.get_or_insert_with(|| parse(&frame));
+                        state.moves().mark_foreign(s, &json["input"]);
+                    }
+                    healed = true;
+                }
+                Failure::ForeignContent { replay } => {
+                    self.link = Some(link);
+                    let response = upstream::replayed(replay);
+                    let name = state.routing().pool.display_name(&account);
+                    return self.answer(response, model, Some(name), started).await;
+                }
+                failure => {
+                    note_failure(&state, &account, model, &failure, now_ms());
+                    // After an error frame the socket still works; after anything else it
+                    // may not.
+                    let alive = matches!(
+                        failure,
+                        Failure::Limited { .. }
+                            | Failure::Transient {
+                                replay: Some(_),
+                                ..
+                            }
+                    );
+                    if !alive {
+                        link::close(&mut link.socket).await;
+                    }
+                    let kept = alive.then_some(link);
+                    return self
+                        .leave(
+                            &account,
+                            kept,
+                            &frame,
+                            model,
+                            identity,
+                            Some(failure),
+                            started,
+                        )
+                        .await;
+                }
+            }
+        }
+    }
+
+    /// The socket's account cannot serve this request. When another can, the session moves:
+    /// the client is closed with 1012 and reconnects; otherwise it gets the error frame
+    /// of "no account can serve" and keeps its socket.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one request's context, passed through"
+    )]
+    async fn leave(
+        &mut self,
+        from: &str,
+        link: Option<Link>,
+        frame: &Bytes,
+        model: &str,
+        identity: &RequestIdentity,
+        failure: Option<Failure>,
+        started: Instant,
+    ) -> Flow {
+        let state = self.state.clone();
+        let forced = self.headers.contains_key(FORCE_HEADER);
+        let elsewhere = !forced && another_account(&state, from, model);
+        if elsewhere {
+            if let Some(session) = identity.session.as_deref() {
+                state.moves().mark_foreign(session, &parse(frame)["input"]);
+            }
+            tracing::info!(reason = %describe_failure(failure.as_ref()), "the session moves to another account; closing the client socket so Codex reconnects");
+            if let Some(mut link) = link {
+                link::close(&mut link.socket).await;
+            }
+            self.close_client(
+                CLOSE_RESTART,
+                "the session moves to another account; reconnect",
+            )
+            .await;
+            return Flow::Stop;
+        }
+        self.link = link;
+        let response = exhausted(&state, model, failure);
+        self.answer(response, model, None, started).await
+    }
+}
+
+/// The account for the next attempt, as `forward` picks it: a pinned one, or routing's.
+fn next_account(
+    state: &ProxyState,
+    forced: Option<&str>,
+    identity: &RequestIdentity,
+    model: &str,
+    tried: &HashSet<String>,
+) -> Option<String> {
+    match forced {
+        Some(key) => (usable(state, key, model) && !tried.contains(key)).then(|| key.to_string()),
+        None => state
+            .routing()
+            .account_for(identity, model, now_ms(), tried),
+    }
+}
+
+fn usable(state: &ProxyState, key: &str, model: &str) -> bool {
+    let now = now_ms();
+    state
+        .routing()
+        .pool
+        .accounts()
+        .iter()
+        .any(|a| a.key == key && availability(a, model, now) == Availability::Ok)
+}
+
+/// Whether an account other than `from` could serve `model` now (nothing is bound).
+fn another_account(state: &ProxyState, from: &str, model: &str) -> bool {
+    let now = now_ms();
+    state
+        .routing()
+        .pool
+        .accounts()
+        .iter()
+        .any(|a| a.key != from && availability(a, model, now) == Availability::Ok)
+}
+
+fn parse(frame: &[u8]) -> Value {
+    serde_json::from_slice(frame).unwrap_or(Value::Null)
+}
+
+fn describe_failure(failure: Option<&Failure>) -> String {
+    match failure {
+        Some(Failure::Limited { code, .. }) => format!("{code} on the old account"),
+        Some(Failure::Unauthorized) => "the old account's token was refused".to_string(),
+        Some(Failure::Transient { reason, .. }) => reason.clone(),
+        Some(Failure::ForeignContent { .. }) => "unreadable encrypted content".to_string(),
+        None => "the old account cannot serve now".to_string(),
+    }
+}
