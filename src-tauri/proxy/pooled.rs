@@ -13,7 +13,13 @@ use crate::accounts::now_ms;
 
 pub async fn usage(State(state): State<ProxyState>) -> Json<Value> {
     let status = snapshot(&state);
-    Json(pool_usage(&status.accounts, now_ms() / 1000))
+    let pooled = pool_usage(&status.accounts, now_ms() / 1000);
+    tracing::debug!(
+        limit_reached = %pooled["rate_limit"]["limit_reached"],
+        primary_used_percent = %pooled["rate_limit"]["primary_window"]["used_percent"],
+        "answered a usage request for the whole pool"
+    );
+    Json(pooled)
 }
 
 /// The pool as one account: each window's use is the average over the accounts that can

@@ -172,6 +172,14 @@ async fn a_provider_named_openai_with_a_chatgpt_login_sends_zstd_compacts_remote
     let status = router.status().await;
     let moves = status["moves"].as_array().cloned().unwrap_or_default();
     assert!(!moves.is_empty(), "the move is in /status: {status}");
+    // `chatgpt_base_url` on the router: whatever Codex asks there (0.169's `exec` asks
+    // `/backend-api/ps/mcp` and `/wham/settings/user`, not `/wham/usage`) never reaches the
+    // backend with the user's own login.
+    let own = fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.account_id.as_deref() == Some("acct-me"));
+    assert_eq!(own.count(), 0, "the user's own login reached the backend");
 }
 
 #[tokio::test(flavor = "multi_thread")]
