@@ -143,11 +143,11 @@ async fn run(
             let json = parsed.get_or_insert_with(|| {
                 serde_json::from_slice(&plain).unwrap_or(serde_json::Value::Null)
             });
-            if moving.is_some() && !marked {
-                state.moves().mark_foreign(session, &json["input"]);
+            if let (Some(from), false) = (moving, marked) {
+                state.moves().written_by(session, &json["input"], from);
                 marked = true;
             }
-            if let Some((body, n)) = state.moves().clean(session, json) {
+            if let Some((body, n)) = state.moves().clean(session, json, &account) {
                 rewritten = Some(with_body(&out, body));
                 dropped = n;
             }
@@ -164,7 +164,8 @@ async fn run(
                     let json = parsed.get_or_insert_with(|| {
                         serde_json::from_slice(&plain).unwrap_or(serde_json::Value::Null)
                     });
-                    state.moves().mark_foreign(s, &json["input"]);
+                    let unknown = super::moves::UNKNOWN_WRITER;
+                    state.moves().written_by(s, &json["input"], unknown);
                 }
                 healed = true;
                 tried.remove(&account);

@@ -1,9 +1,11 @@
 //! A session that has to move to another account (its own is limited, or failing) carries
 //! reasoning and compaction items whose `encrypted_content` only the old account can read:
 //! the new one answers `400 invalid_encrypted_content` (openai/codex#13724). So when a
-//! session moves, every encrypted item already in its history is remembered as foreign, and
-//! dropped from this and every later request of that session. Codex keeps resending its
-//! whole history, so forgetting would bring the 400 back on the next turn.
+//! session leaves an account, every encrypted item in its history not yet attributed is
+//! remembered as written by that account, and each request of the session is sent without
+//! the items another account wrote. Codex keeps resending its whole history, so forgetting
+//! would bring the 400 back on the next turn; and a session that comes back to its first
+//! account gets that account's own items back.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -15,8 +17,13 @@ use serde_json::Value;
 
 /// Moves kept for `/status`.
 const KEPT: usize = 20;
-/// Sessions whose foreign items are remembered, oldest forgotten first.
+/// Sessions whose items are remembered, oldest forgotten first.
 const SESSIONS: usize = 4096;
+/// Items remembered per session; a history longer than this is far past any context window.
+const ITEMS_PER_SESSION: usize = 16_384;
+/// The writer of items the upstream refused without the router knowing who wrote them: no
+/// account can read them.
+pub const UNKNOWN_WRITER: &str = "";
 
 /// One move, as `/status` shows it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -32,11 +39,11 @@ pub struct MoveRecord {
     pub dropped: usize,
 }
 
-/// Fingerprints of `encrypted_content` each session's current account cannot read, and the
-/// sessions in the order they were first seen (to forget the oldest).
+/// For each session, who wrote each encrypted item (by fingerprint), and the sessions in
+/// the order they were first seen (to forget the oldest).
 #[derive(Default)]
 struct Foreign {
-    by_session: HashMap<String, HashSet<u64>>,
+    by_session: HashMap<String, HashMap<u64, String>>,
     order: VecDeque<String>,
 }
 
@@ -47,8 +54,9 @@ pub struct Moves {
 }
 
 impl Moves {
-    /// Remembers everything encrypted in `input` as foreign to the session from now on.
-    pub fn mark_foreign(&self, session: &str, input: &Value) {
+    /// The session leaves `writer`: every encrypted item in `input` not yet attributed was
+    /// written there.
+    pub fn written_by(&self, session: &str, input: &Value, writer: &str) {
         let found = fingerprints(input);
         if found.is_empty() {
             return;
@@ -66,25 +74,34 @@ impl Moves {
                 }
             }
         }
-        map.entry(session.to_string()).or_default().extend(found);
+        let known = map.entry(session.to_string()).or_default();
+        for fingerprint in found {
+            if known.len() >= ITEMS_PER_SESSION {
+                break;
+            }
+            known
+                .entry(fingerprint)
+                .or_insert_with(|| writer.to_string());
+        }
     }
 
-    /// Whether the session has foreign items to drop (cheap: no body is read).
+    /// Whether the session has items the router attributed (cheap: no body is read).
     pub fn knows(&self, session: &str) -> bool {
         let guard = self.foreign.lock().unwrap_or_else(|p| p.into_inner());
         guard.by_session.contains_key(session)
     }
 
-    /// The request body without the session's foreign items, and how many were dropped;
-    /// `None` when nothing had to go.
-    pub fn clean(&self, session: &str, body: &Value) -> Option<(Bytes, usize)> {
+    /// The request body without the items another account than `reader` wrote, and how many
+    /// were dropped; `None` when nothing had to go.
+    pub fn clean(&self, session: &str, body: &Value, reader: &str) -> Option<(Bytes, usize)> {
         let guard = self.foreign.lock().unwrap_or_else(|p| p.into_inner());
-        let foreign = guard.by_session.get(session)?;
+        let known = guard.by_session.get(session)?;
         let input = body.get("input")?.as_array()?;
-        let keep: Vec<&Value> = input
-            .iter()
-            .filter(|item| !encrypted(item).is_some_and(|e| foreign.contains(&fingerprint(e))))
-            .collect();
+        let foreign = |item: &&Value| {
+            let writer = encrypted(item).and_then(|e| known.get(&fingerprint(e)));
+            writer.is_some_and(|w| w != reader)
+        };
+        let keep: Vec<&Value> = input.iter().filter(|i| !foreign(i)).collect();
         let dropped = input.len() - keep.len();
         if dropped == 0 {
             return None;
@@ -160,9 +177,9 @@ mod tests {
             {"type": "compaction", "encrypted_content": "cmp:a:1"},
             {"type": "message", "role": "assistant", "content": []}
         ]));
-        assert!(moves.clean("s", &old).is_none(), "nothing moved yet");
-        moves.mark_foreign("s", &old["input"]);
-        let (cleaned, dropped) = moves.clean("s", &old).expect("rewritten");
+        assert!(moves.clean("s", &old, "b").is_none(), "nothing moved yet");
+        moves.written_by("s", &old["input"], "a");
+        let (cleaned, dropped) = moves.clean("s", &old, "b").expect("rewritten");
         assert_eq!(dropped, 2);
         let cleaned: Value = serde_json::from_slice(&cleaned).unwrap();
         let kinds: Vec<&str> = cleaned["input"]
@@ -175,12 +192,22 @@ mod tests {
         // The next turn: the old items again, plus the new account's own reasoning.
         let mut next = old["input"].as_array().unwrap().clone();
         next.push(json!({"type": "reasoning", "id": "rs_2", "summary": [], "encrypted_content": "enc:b:1"}));
-        let (cleaned, dropped) = moves.clean("s", &body(Value::Array(next))).unwrap();
+        let next = body(Value::Array(next));
+        let (cleaned, dropped) = moves.clean("s", &next, "b").unwrap();
         assert_eq!(dropped, 2, "the new account's own item stays");
         assert!(String::from_utf8_lossy(&cleaned).contains("enc:b:1"));
         assert!(
-            moves.clean("other-session", &old).is_none(),
+            moves.clean("other-session", &old, "b").is_none(),
             "only that session"
         );
+        // Back to a: b's item goes, a's own items come back.
+        moves.written_by("s", &next["input"], "b");
+        let (cleaned, dropped) = moves.clean("s", &next, "a").unwrap();
+        assert_eq!(dropped, 1);
+        let text = String::from_utf8_lossy(&cleaned);
+        assert!(text.contains("enc:a:1") && text.contains("cmp:a:1") && !text.contains("enc:b:1"));
+        // Items nobody could read are dropped for everyone.
+        moves.written_by("u", &old["input"], UNKNOWN_WRITER);
+        assert_eq!(moves.clean("u", &old, "a").map(|c| c.1), Some(2));
     }
 }

@@ -69,7 +69,7 @@ pub async fn responses_upgrade(State(state): State<ProxyState>, request: Request
                 headers,
                 link: None,
                 served: false,
-                marking: false,
+                marking: None,
                 queued: VecDeque::new(),
             };
             session.run().instrument(span)

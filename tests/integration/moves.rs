@@ -155,3 +155,64 @@ async fn reasoning_from_another_account_that_the_router_did_not_know_about_is_dr
     assert_eq!(encrypted_in(&to_b[0].body).len(), 1);
     assert!(encrypted_in(&to_b[1].body).is_empty());
 }
+
+#[tokio::test]
+async fn a_session_that_comes_back_gets_its_first_accounts_own_reasoning_back() {
+    let h = Harness::start(&[A, B]).await;
+    let s = "back-1";
+    let first = h
+        .post(
+            "/v1/responses",
+            &turn(s, vec![user("one")]),
+            &[("session-id", s)],
+        )
+        .await;
+    assert_eq!(served_by(&first), "acct-a");
+    let from_a = reasoning(&output_items(first).await);
+    // A is limited for a second: B takes the session.
+    h.fake.push_behaviour(
+        "acct-a",
+        Behaviour::UsageLimit {
+            resets_in_seconds: 1,
+        },
+    );
+    let mut history = vec![user("one"), from_a.clone(), user("two")];
+    let second = h
+        .post(
+            "/v1/responses",
+            &turn(s, history.clone()),
+            &[("session-id", s)],
+        )
+        .await;
+    assert_eq!(served_by(&second), "acct-b");
+    let from_b = reasoning(&output_items(second).await);
+    // A is back, B runs out: the session returns to A, with A's item and without B's.
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    h.fake.push_behaviour(
+        "acct-b",
+        Behaviour::UsageLimit {
+            resets_in_seconds: 3600,
+        },
+    );
+    history.extend([from_b.clone(), user("three")]);
+    let third = h
+        .post("/v1/responses", &turn(s, history), &[("session-id", s)])
+        .await;
+    assert_eq!(third.status(), 200);
+    assert_eq!(served_by(&third), "acct-a");
+    let _ = third.bytes().await;
+    let last = h.model_requests().pop().expect("a request");
+    assert_eq!(last.account_id.as_deref(), Some("acct-a"));
+    let a_own = from_a["encrypted_content"].as_str().unwrap();
+    assert_eq!(
+        encrypted_in(&last.body),
+        [a_own],
+        "A's own reasoning back, B's gone"
+    );
+    let status = h.status().await;
+    assert_eq!(
+        status["moves"].as_array().map(Vec::len),
+        Some(2),
+        "{status}"
+    );
+}

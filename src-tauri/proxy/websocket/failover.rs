@@ -58,11 +58,11 @@ impl Session {
             let involved = session.filter(|s| moving.is_some() || state.moves().knows(s));
             if let Some(session) = involved {
                 let json = parsed.get_or_insert_with(|| parse(&frame));
-                if moving.is_some() && !marked {
-                    state.moves().mark_foreign(session, &json["input"]);
+                if let (Some(from), false) = (moving, marked) {
+                    state.moves().written_by(session, &json["input"], from);
                     marked = true;
                 }
-                if let Some((body, n)) = state.moves().clean(session, json) {
+                if let Some((body, n)) = state.moves().clean(session, json, &account) {
                     (sent, dropped) = (body, n);
                 }
             }
@@ -88,7 +88,7 @@ impl Session {
                         .bindings
                         .confirm(session, turn.as_deref(), &account, now);
                     self.link = Some(*link);
-                    self.marking = moving.is_some() && !generates(&frame);
+                    self.marking = moving.filter(|_| !generates(&frame)).map(str::to_string);
                     return self.deliver(opening, model, started).await;
                 }
                 Opened::Failed(Failure::ForeignContent { replay })
@@ -99,7 +99,8 @@ impl Session {
                     tracing::info!(account = %routing.pool.display_name(&account), "encrypted content from another account; retrying without it");
                     if let Some(s) = session {
                         let json = parsed.get_or_insert_with(|| parse(&frame));
-                        state.moves().mark_foreign(s, &json["input"]);
+                        let unknown = super::super::moves::UNKNOWN_WRITER;
+                        state.moves().written_by(s, &json["input"], unknown);
                     }
                     healed = true;
                     tried.remove(&account);
@@ -145,19 +146,21 @@ impl Session {
         let mut healed = false;
         loop {
             let mut sent = frame.clone();
-            let involved = session.filter(|s| self.marking || state.moves().knows(s));
+            let involved = session.filter(|s| self.marking.is_some() || state.moves().knows(s));
             if let Some(session) = involved {
                 let json = parsed.get_or_insert_with(|| parse(&frame));
-                if self.marking {
-                    state.moves().mark_foreign(session, &json["input"]);
+                if let Some(from) = &self.marking {
+                    state.moves().written_by(session, &json["input"], from);
                 }
-                if let Some((body, _)) = state.moves().clean(session, json) {
+                if let Some((body, _)) = state.moves().clean(session, json, &account) {
                     sent = body;
                 }
             }
             let failure = match link::request(&state, &mut link, sent).await {
                 Ok(opening) => {
-                    self.marking &= !generates(&frame);
+                    if generates(&frame) {
+                        self.marking = None;
+                    }
                     let turn = link.turn.clone().or(identity.turn_state.clone());
                     let bindings = &state.routing().bindings;
                     bindings.confirm(session, turn.as_deref(), &account, now_ms());
@@ -182,7 +185,8 @@ impl Session {
                     tracing::info!(account = %state.routing().pool.display_name(&account), "encrypted content from another account; retrying without it");
                     if let Some(s) = session {
                         let json = parsed.get_or_insert_with(|| parse(&frame));
-                        state.moves().mark_foreign(s, &json["input"]);
+                        let unknown = super::super::moves::UNKNOWN_WRITER;
+                        state.moves().written_by(s, &json["input"], unknown);
                     }
                     healed = true;
                 }
@@ -246,7 +250,9 @@ impl Session {
         let elsewhere = !forced && another_account(&state, from, model);
         if elsewhere {
             if let Some(session) = identity.session.as_deref() {
-                state.moves().mark_foreign(session, &parse(frame)["input"]);
+                state
+                    .moves()
+                    .written_by(session, &parse(frame)["input"], from);
             }
             tracing::info!(reason = %describe_failure(failure.as_ref()), "the session moves to another account; closing the client socket so Codex reconnects");
             if let Some(mut link) = link {

@@ -36,10 +36,11 @@ pub(super) struct Session {
     /// A response was served here: the upstream socket holds state (`previous_response_id`)
     /// that a new one would not have, so losing it means the client must reconnect.
     pub served: bool,
-    /// The session moved onto this socket's account, which has not answered a generating
-    /// request yet: everything encrypted in a frame's input was written by another account
-    /// (a `generate: false` prewarm moves the session before the history comes).
-    pub marking: bool,
+    /// The account the session moved from onto this socket's, while the new one has not
+    /// answered a generating request yet: everything encrypted in a frame's input that is not
+    /// attributed yet was written there (a `generate: false` prewarm moves the session
+    /// before the history comes).
+    pub marking: Option<String>,
     /// Requests that came while a response was streaming, in order; at most `MAX_QUEUED`.
     pub queued: VecDeque<Utf8Bytes>,
 }
