@@ -42,11 +42,13 @@ async fn call(
         args: args.unwrap_or(Value::Null),
     };
     let line = serde_json::to_string(&request).map_err(CommandError::internal)?;
-    {
+    let written = {
         let mut out = std::io::stdout().lock();
-        writeln!(out, "{line}")
-            .and_then(|()| out.flush())
-            .map_err(|_| CommandError::gone())?;
+        writeln!(out, "{line}").and_then(|()| out.flush())
+    };
+    if written.is_err() {
+        lock(&pending.waiting).remove(&id);
+        return Err(CommandError::gone());
     }
     rx.await.map_err(|_| CommandError::gone())?
 }
