@@ -10,6 +10,7 @@ use bytes::Bytes;
 use tracing::Instrument;
 
 use super::error::ProxyError;
+use super::moves::{History, MoveRecord};
 use super::upstream::{self, Answer, Failure, Outgoing, Replay};
 use super::ProxyState;
 use crate::accounts::{now_ms, AccountsError};
@@ -62,7 +63,12 @@ fn with_body(out: &Outgoing, body: Bytes) -> Outgoing {
 }
 
 /// Why a session is leaving `from`: what this request met there, or the account's state.
-fn move_reason(state: &ProxyState, from: &str, model: &str, met: Option<&Failure>) -> String {
+pub(super) fn move_reason(
+    state: &ProxyState,
+    from: &str,
+    model: &str,
+    met: Option<&Failure>,
+) -> String {
     match met {
         Some(Failure::Limited { code, .. }) => format!("{code} on the old account"),
         Some(Failure::Unauthorized) => "the old account's token was refused".to_string(),
@@ -81,6 +87,53 @@ fn move_reason(state: &ProxyState, from: &str, model: &str, met: Option<&Failure
             }
         }
     }
+}
+
+/// The account for the next attempt: the pinned one (`x-cma-account`) while it can serve,
+/// else routing's choice.
+pub(super) fn next_account(
+    state: &ProxyState,
+    forced: Option<&str>,
+    identity: &RequestIdentity,
+    model: &str,
+    tried: &HashSet<String>,
+) -> Option<String> {
+    match forced {
+        Some(key) => (usable(state, key, model) && !tried.contains(key)).then(|| key.to_string()),
+        None => state
+            .routing()
+            .account_for(identity, model, now_ms(), tried),
+    }
+}
+
+/// Whether the account `key` can serve `model` now.
+pub(super) fn usable(state: &ProxyState, key: &str, model: &str) -> bool {
+    let now = now_ms();
+    let accounts = state.routing().pool.accounts();
+    accounts
+        .iter()
+        .any(|a| a.key == key && availability(a, model, now) == Availability::Ok)
+}
+
+/// Logs a session's move from `from` to `to` and lists it in `/status`.
+pub(super) fn record_move(
+    state: &ProxyState,
+    identity: &RequestIdentity,
+    from: &str,
+    to: &str,
+    model: &str,
+    met: Option<&Failure>,
+    dropped: usize,
+) {
+    let pool = &state.routing().pool;
+    state.moves().record(MoveRecord {
+        at: now_ms(),
+        session: identity.session_tag(),
+        from: pool.display_name(from),
+        to: pool.display_name(to),
+        reason: move_reason(state, from, model, met),
+        dropped,
+    });
 }
 
 async fn run(
@@ -108,79 +161,46 @@ async fn run(
         .get(FORCE_HEADER)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let next = |tried: &HashSet<String>| match &forced {
-        Some(key) => {
-            let usable = routing
-                .pool
-                .accounts()
-                .iter()
-                .any(|a| &a.key == key && availability(a, model, now_ms()) == Availability::Ok);
-            (usable && !tried.contains(key)).then(|| key.clone())
-        }
-        None => routing.account_for(&identity, model, now_ms(), tried),
-    };
     let session = identity.session.clone();
     let bound = session
         .as_deref()
         .and_then(|s| routing.bindings.session_account(s));
-    let mut parsed: Option<serde_json::Value> = None;
-    let mut marked = false;
+    let mut history = History::new(state.moves(), session.as_deref(), &plain);
     let mut healed = false;
-    while let Some(account) = next(&tried) {
+    while let Some(account) = next_account(state, forced.as_deref(), &identity, model, &tried) {
         tried.insert(account.clone());
         // A session leaving its account drops what only that account can read, and its
         // turn state, which that account issued.
         let moving = bound.as_deref().filter(|b| *b != account);
         let keep_turn_state =
             moving.is_none() && turn_account.as_deref().is_none_or(|t| t == account);
-        let mut rewritten = None;
-        let mut dropped = 0;
-        // Parsing a large body costs milliseconds: only when the session moves or moved.
-        let involved = session
-            .as_deref()
-            .filter(|s| moving.is_some() || state.moves().knows(s));
-        if let Some(session) = involved {
-            let json = parsed.get_or_insert_with(|| {
-                serde_json::from_slice(&plain).unwrap_or(serde_json::Value::Null)
-            });
-            if let (Some(from), false) = (moving, marked) {
-                state.moves().written_by(session, &json["input"], from);
-                marked = true;
-            }
-            if let Some((body, n)) = state.moves().clean(session, json, &account) {
-                rewritten = Some(with_body(&out, body));
-                dropped = n;
-            }
-        }
+        let (rewritten, dropped) = match history.body_for(&account, moving) {
+            Some((body, n)) => (Some(with_body(&out, body)), n),
+            None => (None, 0),
+        };
         let sent = rewritten.as_ref().unwrap_or(&out);
         let answer = attempt(state, sent, &account, keep_turn_state, timeouts).await;
         let now = now_ms();
         match answer {
             Answer::Fail(Failure::ForeignContent { replay }) if !healed && session.is_some() => {
-                // The move was not known (a restart forgot it): everything encrypted in
-                // the input is foreign to this account; once more, without it.
+                // The move was not known (a restart forgot it): once more, without them.
+                history.forget_unreadable();
                 tracing::info!(account = %routing.pool.display_name(&account), "encrypted content from another account; retrying without it");
-                if let Some(s) = session.as_deref() {
-                    let json = parsed.get_or_insert_with(|| {
-                        serde_json::from_slice(&plain).unwrap_or(serde_json::Value::Null)
-                    });
-                    let unknown = super::moves::UNKNOWN_WRITER;
-                    state.moves().written_by(s, &json["input"], unknown);
-                }
                 healed = true;
                 tried.remove(&account);
                 last = Some(Failure::ForeignContent { replay });
             }
             Answer::Serve(response) => {
                 if let Some(from) = moving {
-                    state.moves().record(super::moves::MoveRecord {
-                        at: now,
-                        session: identity.session_tag(),
-                        from: routing.pool.display_name(from),
-                        to: routing.pool.display_name(&account),
-                        reason: move_reason(state, from, model, last.as_ref()),
+                    record_move(
+                        state,
+                        &identity,
+                        from,
+                        &account,
+                        model,
+                        last.as_ref(),
                         dropped,
-                    });
+                    );
                 }
                 let turn = response
                     .headers()

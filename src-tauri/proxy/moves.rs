@@ -135,6 +135,71 @@ impl Moves {
     }
 }
 
+/// One request of a session, as the moves see it: its body is parsed at most once, and only
+/// when the session moves or moved (a large body costs milliseconds to parse).
+pub struct History<'a> {
+    moves: &'a Moves,
+    session: Option<&'a str>,
+    body: &'a [u8],
+    parsed: Option<Value>,
+    /// The writer already attributed for this request.
+    attributed: bool,
+}
+
+impl<'a> History<'a> {
+    pub fn new(moves: &'a Moves, session: Option<&'a str>, body: &'a [u8]) -> History<'a> {
+        History {
+            moves,
+            session,
+            body,
+            parsed: None,
+            attributed: false,
+        }
+    }
+
+    fn input(&mut self) -> &Value {
+        let body = self.body;
+        let parsed = self
+            .parsed
+            .get_or_insert_with(|| serde_json::from_slice(body).unwrap_or(Value::Null));
+        &parsed["input"]
+    }
+
+    /// The body `reader` may be sent, and how many items it lost: `None` when the body goes
+    /// as it is. `left` is the account the session is leaving, whose items these are.
+    pub fn body_for(&mut self, reader: &str, left: Option<&str>) -> Option<(Bytes, usize)> {
+        let session = self.session?;
+        if left.is_none() && !self.moves.knows(session) {
+            return None;
+        }
+        if let Some(writer) = left {
+            self.leaving(writer);
+        }
+        self.input();
+        let body = self.parsed.as_ref()?;
+        self.moves.clean(session, body, reader)
+    }
+
+    /// The session leaves `writer`: the encrypted items of this request were written there.
+    pub fn leaving(&mut self, writer: &str) {
+        let (Some(session), false) = (self.session, self.attributed) else {
+            return;
+        };
+        let moves = self.moves;
+        moves.written_by(session, self.input(), writer);
+        self.attributed = true;
+    }
+
+    /// The upstream could not read items the router did not know about (a restart forgot a
+    /// move): none of them goes to any account again.
+    pub fn forget_unreadable(&mut self) {
+        if let Some(session) = self.session {
+            let moves = self.moves;
+            moves.written_by(session, self.input(), UNKNOWN_WRITER);
+        }
+    }
+}
+
 /// The `encrypted_content` of a reasoning or compaction item.
 fn encrypted(item: &Value) -> Option<&str> {
     let kind = item.get("type")?.as_str()?;

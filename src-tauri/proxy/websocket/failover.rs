@@ -6,10 +6,11 @@ use std::collections::HashSet;
 use std::time::Instant;
 
 use bytes::Bytes;
-use serde_json::Value;
 
-use super::super::forward::{exhausted, note_failure, FORCE_HEADER};
-use super::super::moves::MoveRecord;
+use super::super::forward::{
+    exhausted, move_reason, next_account, note_failure, record_move, usable, FORCE_HEADER,
+};
+use super::super::moves::History;
 use super::super::upstream::{self, Failure};
 use super::super::ProxyState;
 use super::frames::{generates, CLOSE_RESTART};
@@ -41,8 +42,8 @@ impl Session {
             .map(str::to_string);
         let session = identity.session.as_deref();
         let bound = session.and_then(|s| routing.bindings.session_account(s));
-        let mut parsed: Option<Value> = None;
-        let (mut marked, mut healed) = (false, false);
+        let mut history = History::new(state.moves(), session, &frame);
+        let mut healed = false;
         let mut tried = HashSet::new();
         let mut last: Option<Failure> = None;
         while let Some(account) = next_account(&state, forced.as_deref(), identity, model, &tried) {
@@ -52,33 +53,23 @@ impl Session {
             let moving = bound.as_deref().filter(|b| *b != account);
             let keep_turn_state =
                 moving.is_none() && turn_account.as_deref().is_none_or(|t| t == account);
-            let mut sent = frame.clone();
-            let mut dropped = 0;
-            // Parsing a large frame costs milliseconds: only when the session moves or moved.
-            let involved = session.filter(|s| moving.is_some() || state.moves().knows(s));
-            if let Some(session) = involved {
-                let json = parsed.get_or_insert_with(|| parse(&frame));
-                if let (Some(from), false) = (moving, marked) {
-                    state.moves().written_by(session, &json["input"], from);
-                    marked = true;
-                }
-                if let Some((body, n)) = state.moves().clean(session, json, &account) {
-                    (sent, dropped) = (body, n);
-                }
-            }
+            let (sent, dropped) = history
+                .body_for(&account, moving)
+                .unwrap_or_else(|| (frame.clone(), 0));
             let opened = link::open(&state, &self.headers, &account, keep_turn_state, sent).await;
             let now = now_ms();
             match opened {
                 Opened::Ready(link, opening) => {
                     if let Some(from) = moving {
-                        state.moves().record(MoveRecord {
-                            at: now,
-                            session: identity.session_tag(),
-                            from: routing.pool.display_name(from),
-                            to: routing.pool.display_name(&account),
-                            reason: describe_failure(last.as_ref()),
+                        record_move(
+                            &state,
+                            identity,
+                            from,
+                            &account,
+                            model,
+                            last.as_ref(),
                             dropped,
-                        });
+                        );
                     }
                     let turn = link
                         .turn
@@ -94,14 +85,9 @@ impl Session {
                 Opened::Failed(Failure::ForeignContent { replay })
                     if !healed && session.is_some() =>
                 {
-                    // The move was not known (a restart forgot it): everything encrypted in
-                    // the input is foreign to this account; once more, without it.
+                    // The move was not known (a restart forgot it): once more, without them.
+                    history.forget_unreadable();
                     tracing::info!(account = %routing.pool.display_name(&account), "encrypted content from another account; retrying without it");
-                    if let Some(s) = session {
-                        let json = parsed.get_or_insert_with(|| parse(&frame));
-                        let unknown = super::super::moves::UNKNOWN_WRITER;
-                        state.moves().written_by(s, &json["input"], unknown);
-                    }
                     healed = true;
                     tried.remove(&account);
                     last = Some(Failure::ForeignContent { replay });
@@ -142,20 +128,12 @@ impl Session {
                 .await;
         }
         let session = identity.session.as_deref();
-        let mut parsed: Option<Value> = None;
+        let mut history = History::new(state.moves(), session, &frame);
         let mut healed = false;
         loop {
-            let mut sent = frame.clone();
-            let involved = session.filter(|s| self.marking.is_some() || state.moves().knows(s));
-            if let Some(session) = involved {
-                let json = parsed.get_or_insert_with(|| parse(&frame));
-                if let Some(from) = &self.marking {
-                    state.moves().written_by(session, &json["input"], from);
-                }
-                if let Some((body, _)) = state.moves().clean(session, json, &account) {
-                    sent = body;
-                }
-            }
+            let sent = history
+                .body_for(&account, self.marking.as_deref())
+                .map_or_else(|| frame.clone(), |(body, _)| body);
             let failure = match link::request(&state, &mut link, sent).await {
                 Ok(opening) => {
                     if generates(&frame) {
@@ -182,12 +160,8 @@ impl Session {
                 Failure::ForeignContent { .. } if !healed && session.is_some() => {
                     // Encrypted content this account cannot read (another account wrote it
                     // and the router did not know): once more, without it.
+                    history.forget_unreadable();
                     tracing::info!(account = %state.routing().pool.display_name(&account), "encrypted content from another account; retrying without it");
-                    if let Some(s) = session {
-                        let json = parsed.get_or_insert_with(|| parse(&frame));
-                        let unknown = super::super::moves::UNKNOWN_WRITER;
-                        state.moves().written_by(s, &json["input"], unknown);
-                    }
                     healed = true;
                 }
                 Failure::ForeignContent { replay } => {
@@ -249,12 +223,11 @@ impl Session {
         let forced = self.headers.contains_key(FORCE_HEADER);
         let elsewhere = !forced && another_account(&state, from, model);
         if elsewhere {
-            if let Some(session) = identity.session.as_deref() {
-                state
-                    .moves()
-                    .written_by(session, &parse(frame)["input"], from);
-            }
-            tracing::info!(reason = %describe_failure(failure.as_ref()), "the session moves to another account; closing the client socket so Codex reconnects");
+            // The items in this frame were written there; the reconnected socket's first
+            // request goes without them.
+            History::new(state.moves(), identity.session.as_deref(), frame).leaving(from);
+            let reason = move_reason(&state, from, model, failure.as_ref());
+            tracing::info!(%reason, "the session moves to another account; closing the client socket so Codex reconnects");
             if let Some(mut link) = link {
                 link::close(&mut link.socket).await;
             }
@@ -271,32 +244,6 @@ impl Session {
     }
 }
 
-/// The account for the next attempt, as `forward` picks it: a pinned one, or routing's.
-fn next_account(
-    state: &ProxyState,
-    forced: Option<&str>,
-    identity: &RequestIdentity,
-    model: &str,
-    tried: &HashSet<String>,
-) -> Option<String> {
-    match forced {
-        Some(key) => (usable(state, key, model) && !tried.contains(key)).then(|| key.to_string()),
-        None => state
-            .routing()
-            .account_for(identity, model, now_ms(), tried),
-    }
-}
-
-fn usable(state: &ProxyState, key: &str, model: &str) -> bool {
-    let now = now_ms();
-    state
-        .routing()
-        .pool
-        .accounts()
-        .iter()
-        .any(|a| a.key == key && availability(a, model, now) == Availability::Ok)
-}
-
 /// Whether an account other than `from` could serve `model` now (nothing is bound).
 fn another_account(state: &ProxyState, from: &str, model: &str) -> bool {
     let now = now_ms();
@@ -306,18 +253,4 @@ fn another_account(state: &ProxyState, from: &str, model: &str) -> bool {
         .accounts()
         .iter()
         .any(|a| a.key != from && availability(a, model, now) == Availability::Ok)
-}
-
-fn parse(frame: &[u8]) -> Value {
-    serde_json::from_slice(frame).unwrap_or(Value::Null)
-}
-
-fn describe_failure(failure: Option<&Failure>) -> String {
-    match failure {
-        Some(Failure::Limited { code, .. }) => format!("{code} on the old account"),
-        Some(Failure::Unauthorized) => "the old account's token was refused".to_string(),
-        Some(Failure::Transient { reason, .. }) => reason.clone(),
-        Some(Failure::ForeignContent { .. }) => "unreadable encrypted content".to_string(),
-        None => "the old account cannot serve now".to_string(),
-    }
 }
