@@ -24,6 +24,16 @@ fn config(root: &Path, top: &str, provider: &str) {
     std::fs::write(root.join("codex-home/config.toml"), text).expect("codex config");
 }
 
+/// A `[model_providers.router]` table with no retries of Codex's own: any failover must
+/// happen inside the router.
+fn provider(name: &str, base_url: &str, websockets: bool) -> String {
+    format!(
+        "[model_providers.router]\nname = \"{name}\"\nbase_url = \"{base_url}\"\n\
+         wire_api = \"responses\"\nsupports_websockets = {websockets}\n\
+         stream_max_retries = 0\nrequest_max_retries = 0"
+    )
+}
+
 /// The user's own ChatGPT login in `$CODEX_HOME/auth.json` (protocol §7): an account of the
 /// fake that the router does not know, so any request carrying it would show.
 fn chatgpt_login(fake: &FakeOpenAi, root: &Path) {
@@ -122,12 +132,8 @@ async fn a_provider_named_openai_with_a_chatgpt_login_sends_zstd_compacts_remote
             "model_provider = \"router\"\nmodel_auto_compact_token_limit = 1\n\
              chatgpt_base_url = \"http://127.0.0.1:{port}/backend-api/\""
         );
-        let provider = format!(
-            "[model_providers.router]\nname = \"OpenAI\"\n\
-             base_url = \"http://127.0.0.1:{port}/backend-api/codex\"\nwire_api = \"responses\"\n\
-             supports_websockets = false\nstream_max_retries = 0\nrequest_max_retries = 0"
-        );
-        config(root, &top, &provider);
+        let base_url = format!("http://127.0.0.1:{port}/backend-api/codex");
+        config(root, &top, &provider("OpenAI", &base_url, false));
     })
     .await
     else {
@@ -216,12 +222,9 @@ async fn the_builtin_provider_with_openai_base_url_works_and_moves() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_custom_provider_with_websockets_on_works_and_moves() {
     let Some((fake, router, root, bin)) = start(|_, root, port| {
-        let provider = format!(
-            "[model_providers.router]\nname = \"Codex App Account Router\"\n\
-             base_url = \"http://127.0.0.1:{port}/v1\"\nwire_api = \"responses\"\n\
-             supports_websockets = true\nstream_max_retries = 0\nrequest_max_retries = 0"
-        );
-        config(root, "model_provider = \"router\"", &provider);
+        let base_url = format!("http://127.0.0.1:{port}/v1");
+        let router = provider("Codex App Account Router", &base_url, true);
+        config(root, "model_provider = \"router\"", &router);
     })
     .await
     else {

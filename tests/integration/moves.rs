@@ -45,19 +45,19 @@ fn encrypted_in(body: &Value) -> Vec<String> {
     items.iter().filter_map(text).collect()
 }
 
+/// The session's first turn, "one", served by A: its output items.
+async fn first_turn_on_a(h: &Harness, s: &str) -> Vec<Value> {
+    let body = turn(s, vec![user("one")]);
+    let first = h.post("/v1/responses", &body, &[("session-id", s)]).await;
+    assert_eq!(served_by(&first), "acct-a");
+    output_items(first).await
+}
+
 #[tokio::test]
 async fn a_moved_session_continues_without_the_old_accounts_reasoning_and_status_says_why() {
     let h = Harness::start(&[A, B]).await;
     let s = "move-1";
-    let first = h
-        .post(
-            "/v1/responses",
-            &turn(s, vec![user("one")]),
-            &[("session-id", s)],
-        )
-        .await;
-    assert_eq!(served_by(&first), "acct-a");
-    let items = output_items(first).await;
+    let items = first_turn_on_a(&h, s).await;
     let from_a = reasoning(&items);
 
     // A runs out; the next turn carries A's reasoning back, as Codex does.
@@ -160,15 +160,7 @@ async fn reasoning_from_another_account_that_the_router_did_not_know_about_is_dr
 async fn a_session_that_comes_back_gets_its_first_accounts_own_reasoning_back() {
     let h = Harness::start(&[A, B]).await;
     let s = "back-1";
-    let first = h
-        .post(
-            "/v1/responses",
-            &turn(s, vec![user("one")]),
-            &[("session-id", s)],
-        )
-        .await;
-    assert_eq!(served_by(&first), "acct-a");
-    let from_a = reasoning(&output_items(first).await);
+    let from_a = reasoning(&first_turn_on_a(&h, s).await);
     // A is limited for a second: B takes the session.
     h.fake.push_behaviour(
         "acct-a",
