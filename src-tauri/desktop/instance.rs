@@ -32,6 +32,8 @@ pub enum InstanceError {
     },
     #[error("no loopback port for other launches to find this one ({0})")]
     Listen(std::io::Error),
+    #[error("no random token for other launches to prove themselves ({0})")]
+    Random(getrandom::Error),
 }
 
 #[derive(Serialize, Deserialize)]
@@ -70,7 +72,7 @@ pub fn claim(paths: &Paths, args: &[String]) -> Result<Claim, InstanceError> {
     }
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(InstanceError::Listen)?;
     let port = listener.local_addr().map_err(InstanceError::Listen)?.port();
-    let token = new_token();
+    let token = crate::oauth::random_token(16).map_err(InstanceError::Random)?;
     let advert = serde_json::to_vec(&Advert {
         port,
         token: token.clone(),
@@ -125,19 +127,6 @@ fn receive(stream: TcpStream, token: &str) -> Option<Vec<String>> {
     let mut stream = stream;
     writeln!(stream, "ok").ok()?;
     Some(handover.args)
-}
-
-fn new_token() -> String {
-    let mut bytes = [0u8; 16];
-    if getrandom::fill(&mut bytes).is_err() {
-        // Only a broken OS gets here; the token then guards no more than "open a window".
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default();
-        bytes = (nanos ^ u128::from(std::process::id())).to_le_bytes();
-    }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ pub use browser::{begin_browser_login, BrowserLogin, BrowserLoginOptions, CALLBA
 pub use claims::TokenClaims;
 pub use device::{complete_device_login, request_device_code, DeviceCode};
 pub use exchange::LoginTokens;
+pub use pkce::random_token;
 pub use refresh::{refresh, RefreshError, RefreshedTokens, CLIENT_ID};
 
 #[derive(Debug, thiserror::Error)]

@@ -85,6 +85,19 @@ fn assert_clean(calls: &[SeenRequest]) {
     }
 }
 
+/// Every turn went over WebSocket, the session's first account's and the one it moved to.
+fn assert_over_websocket(fake: &FakeOpenAi, calls: &[SeenRequest]) {
+    let posts = calls.iter().filter(|c| !c.websocket).count();
+    assert_eq!(posts, 0, "no turn fell back to HTTP");
+    let mut accounts: Vec<String> = fake.ws_frames().into_iter().map(|f| f.account_id).collect();
+    accounts.dedup();
+    assert_eq!(
+        accounts,
+        ["acct-a", "acct-b"],
+        "frames to A, then to B after the move"
+    );
+}
+
 /// A router with A and B on the fake, and a Codex home set up by `setup`.
 async fn start(
     setup: impl FnOnce(&FakeOpenAi, &Path, u16),
@@ -205,18 +218,7 @@ async fn the_builtin_provider_with_openai_base_url_works_and_moves() {
     first_then_moved(&fake, &router, root, &bin, &env).await;
     let calls = responses(&fake);
     assert_clean(&calls);
-    let frames = fake.ws_frames();
-    eprintln!(
-        "openai_base_url: {} HTTP calls, {} WebSocket frames",
-        calls.iter().filter(|c| !c.websocket).count(),
-        frames.len()
-    );
-    for frame in &frames {
-        assert!(
-            ["acct-a", "acct-b"].contains(&frame.account_id.as_str()),
-            "{frame:?}"
-        );
-    }
+    assert_over_websocket(&fake, &calls);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -234,10 +236,5 @@ async fn a_custom_provider_with_websockets_on_works_and_moves() {
     first_then_moved(&fake, &router, root, &bin, &[]).await;
     let calls = responses(&fake);
     assert_clean(&calls);
-    let frames = fake.ws_frames();
-    eprintln!(
-        "supports_websockets: {} HTTP calls, {} WebSocket frames",
-        calls.iter().filter(|c| !c.websocket).count(),
-        frames.len()
-    );
+    assert_over_websocket(&fake, &calls);
 }
