@@ -88,11 +88,9 @@ pub struct Tray {
 
 impl Tray {
     pub fn create(shell: &Shell) -> Result<Tray, tray_icon::Error> {
-        let blank = Icon::from_rgba(vec![0; (ICON_SIZE * ICON_SIZE * 4) as usize], 32, 32)
-            .map_err(|e| tray_icon::Error::OsError(std::io::Error::other(e.to_string())))?;
+        // Icon and menu come with the first refresh, just below.
         let icon = TrayIconBuilder::new()
             .with_id("main")
-            .with_icon(blank)
             .with_menu(Box::new(Menu::new()))
             .with_menu_on_left_click(true)
             .build()?;
