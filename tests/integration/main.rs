@@ -4,6 +4,7 @@
 mod harness;
 mod support;
 
+mod app_icons;
 mod cli;
 mod codex_cli;
 mod codex_modes;
