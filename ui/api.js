@@ -4,12 +4,12 @@ const tauri = () => window.__TAURI__;
 const internals = () => window.__TAURI_INTERNALS__;
 
 /**
- * Asks the tray app to do something: the window's one Rust command, `call`, forwards it to the
- * tray process (the dashboard runs in a process of its own). Errors come back as {code, message}.
+ * Calls one of the app's Tauri commands (the names below). The window's process hands it to
+ * the tray app, which runs it. Errors come back as {code, message}.
  */
 export function invoke(name, args = {}) {
   const core = tauri()?.core ?? internals();
-  return core.invoke("call", { name, args });
+  return core.invoke(name, args);
 }
 
 export const commands = {

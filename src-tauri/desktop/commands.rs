@@ -58,6 +58,21 @@ pub enum Call {
 }
 
 impl Call {
+    /// Every call's name, as the page invokes it (`ui/api.js`).
+    pub fn names() -> &'static [&'static str] {
+        &[
+            "dashboard_status",
+            "add_account",
+            "relogin",
+            "set_account_enabled",
+            "use_for_new_sessions",
+            "remove_account",
+            "set_strategy",
+            "apply_codex_config",
+            "revert_codex_config",
+        ]
+    }
+
     pub fn parse(call: &str, args: Value) -> Reply<Call> {
         // Calls without arguments may come with `{}`, which a unit variant refuses.
         let args = match args {
@@ -196,7 +211,7 @@ pub fn start_login(app: &Shell, wanted: Option<String>) {
     app.runtime.clone().spawn(async move {
         desktop.set_notice(Some("Signing in: finish in the browser…".to_string()));
         changed(&app);
-        let notice = match login(&desktop.settings, wanted).await {
+        let notice = match login(&app, wanted).await {
             Ok(note) => note,
             Err(e) => Some(format!("Login failed: {e}")),
         };
@@ -207,10 +222,8 @@ pub fn start_login(app: &Shell, wanted: Option<String>) {
 
 /// The browser login. The issuer, not the app, decides who signs in: when `wanted` was
 /// asked for and someone else signed in, the answer says so (that account is still saved).
-async fn login(
-    settings: &crate::settings::Settings,
-    wanted: Option<String>,
-) -> Result<Option<String>, AppError> {
+async fn login(app: &Shell, wanted: Option<String>) -> Result<Option<String>, AppError> {
+    let settings = &app.desktop.settings;
     let store = app::open_store(settings).await?;
     let options = BrowserLoginOptions {
         issuer: settings.oauth_issuer.clone(),
@@ -218,7 +231,7 @@ async fn login(
         timeout: Duration::from_secs(600),
     };
     let login = oauth::begin_browser_login(app::http_client()?, options).await?;
-    app::open_in_browser(settings, &login.url)
+    open_link(app, &login.url)
         .map_err(|e| AppError::Internal(format!("the browser did not open ({e})")))?;
     let tokens = login.finish().await?;
     let signed_in = AccountRecord {
@@ -247,4 +260,17 @@ async fn login(
         signed_in.email.as_deref().unwrap_or("another account"),
         outcome.describe(),
     )))
+}
+
+/// Opens `url` in the system browser through tauri-plugin-opener, or in the browser the user
+/// named in `CODEX_PROXY_BROWSER` (which the tests use: they never reach a real opener).
+fn open_link(app: &Shell, url: &str) -> Result<(), String> {
+    use tauri_plugin_opener::OpenerExt as _;
+    if app.desktop.settings.browser.is_some() {
+        return app::open_in_browser(&app.desktop.settings, url);
+    }
+    app.app
+        .opener()
+        .open_url(url, None::<&str>)
+        .map_err(|e| e.to_string())
 }

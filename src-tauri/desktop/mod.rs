@@ -1,26 +1,24 @@
-//! The desktop front end: a tray app that runs the router inside it, and a dashboard window
-//! in a process of its own. This is the only module that knows about windows and trays.
-//!
-//! The tray process is built on tao, tray-icon and muda (the crates Tauri's tray is made of)
-//! without Tauri itself: any Tauri process loads WebKit, which costs 30 MB and more before a
-//! single webview exists. Only the dashboard's binary (`window.rs`) is a Tauri app.
+//! The desktop front end: a Tauri v2 app whose backend runs the router, with a tray icon and
+//! menu, start at login, one instance and notifications through Tauri's plugins, and a
+//! dashboard window in a second process of the same app (`window.rs`). This is the only module
+//! that knows about windows and trays.
 
 mod autostart;
 mod commands;
 mod dashboard;
 pub mod icon;
-mod instance;
+mod menu;
 pub mod notices;
 mod tray;
 pub mod tray_model;
 pub mod window;
 
 use std::process::ExitCode;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tao::event::{Event, StartCause};
-use tao::event_loop::{ControlFlow, EventLoopBuilder, EventLoopProxy};
+use tauri::{Manager as _, RunEvent};
 
 use crate::app::{self, AppError};
 use crate::settings::Settings;
@@ -28,8 +26,12 @@ use tray_model::{MenuId, RouterState};
 
 /// Countdowns in the menu move by the minute; nothing else needs a timer.
 const TICK: Duration = Duration::from_secs(30);
+/// The app's name, as the tray, notifications and the start-at-login entry show it.
+pub const APP_NAME: &str = "Codex App Account Router";
+/// How long Quit, Cmd-Q or a logout waits for streams in flight before the app goes anyway.
+const STOP_DEADLINE: Duration = Duration::from_secs(10);
 
-/// What the event loop (the main thread, which owns the tray) is asked to do.
+/// What the main thread (which owns the tray) is asked to do.
 #[derive(Debug)]
 pub enum UserEvent {
     /// The status changed: redraw icon, tooltip and menu, tell what needs telling.
@@ -41,23 +43,30 @@ pub enum UserEvent {
     Exit,
 }
 
-/// A handle on the running app, for any thread: the shared state, the tokio runtime the
-/// router runs on, and the way to the main thread.
+/// A handle on the running app, for any thread: the shared state, the async runtime the
+/// router runs on (Tauri's), and the app itself.
 #[derive(Clone)]
 pub struct Shell {
     pub desktop: Arc<tray::Desktop>,
     pub runtime: tokio::runtime::Handle,
-    events: EventLoopProxy<UserEvent>,
+    pub app: tauri::AppHandle,
 }
 
 impl Shell {
+    /// Runs `event` on the main thread, where the tray lives.
     pub fn send(&self, event: UserEvent) {
-        let _ = self.events.send_event(event);
+        let shell = self.clone();
+        let _ = self.app.run_on_main_thread(move || on_event(&shell, event));
     }
 }
 
-/// Starts the tray app: the router runs on a tokio runtime beside the event loop, and the
-/// app keeps running with no window open.
+/// The Tauri context of both processes (the tray app and its dashboard window).
+pub(crate) fn context() -> tauri::Context {
+    tauri::generate_context!()
+}
+
+/// Starts the tray app: the router runs on Tauri's async runtime, and the app keeps running
+/// with no window open.
 pub fn main() -> ExitCode {
     if cfg!(target_os = "linux")
         && std::env::var_os("DISPLAY").is_none()
@@ -75,97 +84,138 @@ pub fn main() -> ExitCode {
         }
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
-    // A second launch hands its arguments to the first and leaves.
-    let requests = match instance::claim(&settings.paths, &args) {
-        Ok(instance::Claim::HandedOver) => return ExitCode::SUCCESS,
-        Ok(instance::Claim::First(requests)) => Some(requests),
-        Err(e) => {
-            eprintln!("warning: {e}; a second launch will not find this one");
-            None
-        }
-    };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("router")
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: the router's runtime could not start: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let event_loop = EventLoopBuilder::<UserEvent>::with_user_event().build();
-    let shell = Shell {
-        desktop: Arc::new(tray::Desktop {
-            settings: settings.clone(),
-            router: Mutex::new(tray::RouterSlot::Starting),
-            notice: Mutex::new(None),
-            notifier: Mutex::new(notices::Notifier::default()),
-            dashboard: Mutex::new(None),
-        }),
-        runtime: runtime.handle().clone(),
-        events: event_loop.create_proxy(),
-    };
-    let menu_events = shell.clone();
-    tray_icon::menu::MenuEvent::set_event_handler(Some(move |e: tray_icon::menu::MenuEvent| {
-        if let Some(id) = MenuId::from_id(e.id().as_ref()) {
-            menu_events.send(UserEvent::Menu(id));
-        }
-    }));
-    if let Some(requests) = requests {
-        let shell = shell.clone();
-        std::thread::spawn(move || {
-            for args in requests {
-                shell.send(match args.iter().any(|a| a == "--close-dashboard") {
+    // At login the app starts with --minimized: tray only. Started by hand, it shows the
+    // dashboard.
+    let show_dashboard = !args.iter().any(|a| a == "--minimized");
+    let built = tauri::Builder::default()
+        // First, so that a second launch hands over before anything else starts.
+        .plugin(tauri_plugin_single_instance::init(|app, argv, _cwd| {
+            if let Some(shell) = app.try_state::<Shell>() {
+                shell.send(match argv.iter().any(|a| a == "--close-dashboard") {
                     true => UserEvent::CloseDashboard,
                     false => UserEvent::OpenDashboard,
                 });
             }
-        });
-    }
-    runtime.spawn(run_router(shell.clone(), settings));
-    let ticker = shell.clone();
-    runtime.spawn(async move {
-        loop {
-            tokio::time::sleep(TICK).await;
-            ticker.send(UserEvent::Refresh);
+        }))
+        .plugin(autostart::plugin())
+        .plugin(tauri_plugin_notification::init())
+        .plugin(tauri_plugin_opener::init())
+        .on_menu_event(|app, event| {
+            if let (Some(shell), Some(id)) = (
+                app.try_state::<Shell>(),
+                MenuId::from_id(event.id().as_ref()),
+            ) {
+                tray::on_menu(&shell, id);
+            }
+        })
+        .setup(move |app| {
+            // An accessory: a tray icon, no Dock icon and no app menu.
+            #[cfg(target_os = "macos")]
+            app.set_activation_policy(tauri::ActivationPolicy::Accessory);
+            let shell = Shell {
+                desktop: Arc::new(tray::Desktop::new(settings.clone())),
+                runtime: tauri::async_runtime::handle().inner().clone(),
+                app: app.handle().clone(),
+            };
+            app.manage(shell.clone());
+            match tray::Tray::create(&shell) {
+                Ok(t) => *lock(&shell.desktop.tray) = Some(t),
+                Err(e) => eprintln!("error: the tray icon could not be created: {e}"),
+            }
+            shell
+                .runtime
+                .spawn(run_router(shell.clone(), settings.clone()));
+            let ticker = shell.clone();
+            shell.runtime.spawn(async move {
+                loop {
+                    tokio::time::sleep(TICK).await;
+                    ticker.send(UserEvent::Refresh);
+                }
+            });
+            if show_dashboard {
+                dashboard::open(&shell);
+            }
+            Ok(())
+        })
+        .build(context());
+    let app = match built {
+        Ok(app) => app,
+        Err(e) => {
+            eprintln!("error: the tray app could not start: {e}");
+            return ExitCode::FAILURE;
         }
-    });
-    // At login the app starts with --minimized: tray only. Started by hand, it shows the
-    // dashboard.
-    let show_dashboard = !args.iter().any(|a| a == "--minimized");
-    let mut tray: Option<tray::Tray> = None;
-    event_loop.run(move |event, _, control_flow| {
-        *control_flow = ControlFlow::Wait;
-        // The runtime lives as long as the loop (which never returns).
-        let _ = &runtime;
-        match event {
-            Event::NewEvents(StartCause::Init) => {
-                match tray::Tray::create(&shell) {
-                    Ok(t) => tray = Some(t),
-                    Err(e) => eprintln!("error: the tray icon could not be created: {e}"),
-                }
-                if show_dashboard {
-                    dashboard::open(&shell);
-                }
+    };
+    app.run(|app, event| match event {
+        // Quit, Cmd-Q, a logout or `app.exit`: the router stops first (streams finish, the
+        // bindings are saved), then the app goes.
+        RunEvent::ExitRequested { api, .. } => {
+            let Some(shell) = app.try_state::<Shell>() else {
+                return;
+            };
+            if !shell.desktop.stopped.load(Ordering::SeqCst) {
+                api.prevent_exit();
+                stop_and_exit(&shell);
             }
-            Event::UserEvent(UserEvent::Refresh) => {
-                if let Some(tray) = &tray {
-                    tray.refresh(&shell);
-                }
-            }
-            Event::UserEvent(UserEvent::Menu(id)) => tray::on_menu(&shell, id),
-            Event::UserEvent(UserEvent::OpenDashboard) => dashboard::open(&shell),
-            Event::UserEvent(UserEvent::CloseDashboard) => dashboard::close(&shell),
-            Event::UserEvent(UserEvent::Exit) => {
+        }
+        RunEvent::Exit => {
+            if let Some(shell) = app.try_state::<Shell>() {
                 dashboard::close(&shell);
-                tray = None;
-                *control_flow = ControlFlow::Exit;
             }
-            _ => {}
         }
-    })
+        // macOS: a re-open from Finder or the Dock opens the dashboard.
+        #[cfg(target_os = "macos")]
+        RunEvent::Reopen { .. } => {
+            if let Some(shell) = app.try_state::<Shell>() {
+                dashboard::open(&shell);
+            }
+        }
+        _ => {}
+    });
+    ExitCode::SUCCESS
+}
+
+/// What the main thread does with an event.
+fn on_event(shell: &Shell, event: UserEvent) {
+    match event {
+        UserEvent::Refresh => {
+            if let Some(tray) = &*lock(&shell.desktop.tray) {
+                tray.refresh(shell);
+            }
+        }
+        UserEvent::Menu(id) => tray::on_menu(shell, id),
+        UserEvent::OpenDashboard => dashboard::open(shell),
+        UserEvent::CloseDashboard => dashboard::close(shell),
+        UserEvent::Exit => {
+            dashboard::close(shell);
+            *lock(&shell.desktop.tray) = None;
+            shell.app.exit(0);
+        }
+    }
+}
+
+/// Stops the router (at most `STOP_DEADLINE`), then asks the app to exit again; once stopped,
+/// the exit goes through.
+pub(crate) fn stop_and_exit(shell: &Shell) {
+    if shell.desktop.stopping.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    let shell = shell.clone();
+    shell.runtime.clone().spawn(async move {
+        let slot = std::mem::replace(
+            &mut *lock(&shell.desktop.router),
+            tray::RouterSlot::Starting,
+        );
+        if let tray::RouterSlot::Running(router) = slot {
+            if tokio::time::timeout(STOP_DEADLINE, router.stop())
+                .await
+                .is_err()
+            {
+                tracing::warn!("the router did not stop within {STOP_DEADLINE:?}; leaving anyway");
+            }
+        }
+        shell.desktop.stopped.store(true, Ordering::SeqCst);
+        shell.send(UserEvent::Exit);
+    });
 }
 
 /// Starts the router (or attaches to one already serving the port), then redraws the tray
@@ -176,11 +226,7 @@ async fn run_router(shell: Shell, settings: Settings) {
         tray::RouterSlot::Running(router) => Some(router.state.subscribe()),
         _ => None,
     };
-    *shell
-        .desktop
-        .router
-        .lock()
-        .unwrap_or_else(|p| p.into_inner()) = slot;
+    *lock(&shell.desktop.router) = slot;
     commands::changed(&shell);
     if let Some(mut changes) = changes {
         while changes.changed().await.is_ok() {
@@ -206,4 +252,9 @@ async fn start_or_attach(settings: Settings) -> tray::RouterSlot {
             tray::RouterSlot::Failed(RouterState::Stopped)
         }
     }
+}
+
+/// A poisoned lock still holds usable state: the desktop never leaves it half-written.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }

@@ -1,15 +1,18 @@
 //! The tray icon and its menu, redrawn on the main thread whenever the status changes and on
 //! a coarse timer (for the countdowns); menu clicks call the same `app` use cases as `cma`.
 
+use std::sync::atomic::AtomicBool;
 use std::sync::Mutex;
 
-use tray_icon::menu::{CheckMenuItem, IsMenuItem, Menu, MenuItem, Submenu};
-use tray_icon::{Icon, TrayIcon, TrayIconBuilder};
+use tauri::image::Image;
+use tauri::tray::{TrayIcon, TrayIconBuilder};
+use tauri_plugin_notification::NotificationExt as _;
 
 use super::icon as drawing;
+use super::menu::TrayMenu;
 use super::notices::Notifier;
-use super::tray_model::{self, MenuEntry, MenuId, RouterState, TrayInput};
-use super::{autostart, commands, dashboard, Shell, UserEvent};
+use super::tray_model::{self, MenuId, RouterState, TrayInput};
+use super::{autostart, commands, dashboard, lock, Shell};
 use crate::accounts::now_ms;
 use crate::app::RunningRouter;
 use crate::app::{self, AccountChange, AccountSelector};
@@ -26,6 +29,12 @@ pub struct Desktop {
     pub notifier: Mutex<Notifier>,
     /// The dashboard process, while its window is open.
     pub dashboard: Mutex<Option<super::dashboard::Handle>>,
+    /// The tray icon; touched on the main thread only.
+    pub tray: Mutex<Option<Tray>>,
+    /// The router is being stopped for the app to exit.
+    pub stopping: AtomicBool,
+    /// The router has stopped: an exit request goes through.
+    pub stopped: AtomicBool,
 }
 
 pub enum RouterSlot {
@@ -36,8 +45,21 @@ pub enum RouterSlot {
 }
 
 impl Desktop {
+    pub fn new(settings: Settings) -> Desktop {
+        Desktop {
+            settings,
+            router: Mutex::new(RouterSlot::Starting),
+            notice: Mutex::new(None),
+            notifier: Mutex::new(Notifier::default()),
+            dashboard: Mutex::new(None),
+            tray: Mutex::new(None),
+            stopping: AtomicBool::new(false),
+            stopped: AtomicBool::new(false),
+        }
+    }
+
     pub fn snapshot(&self) -> (RouterState, Vec<AccountStatus>, Strategy) {
-        let slot = self.router.lock().unwrap_or_else(|p| p.into_inner());
+        let slot = lock(&self.router);
         let configured = self.settings.strategy;
         match &*slot {
             RouterSlot::Running(router) => {
@@ -77,24 +99,27 @@ impl Desktop {
     }
 
     pub fn set_notice(&self, notice: Option<String>) {
-        *self.notice.lock().unwrap_or_else(|p| p.into_inner()) = notice;
+        *lock(&self.notice) = notice;
     }
 }
 
-/// The tray icon; it lives on the main thread (GTK, AppKit and Win32 want it there).
+/// The tray icon and its menu; they live on the main thread (GTK, AppKit and Win32 want them
+/// there).
 pub struct Tray {
     icon: TrayIcon,
+    menu: Mutex<Option<TrayMenu>>,
 }
 
 impl Tray {
-    pub fn create(shell: &Shell) -> Result<Tray, tray_icon::Error> {
+    pub fn create(shell: &Shell) -> tauri::Result<Tray> {
         // Icon and menu come with the first refresh, just below.
-        let icon = TrayIconBuilder::new()
-            .with_id("main")
-            .with_menu(Box::new(Menu::new()))
-            .with_menu_on_left_click(true)
-            .build()?;
-        let tray = Tray { icon };
+        let icon = TrayIconBuilder::with_id("main")
+            .show_menu_on_left_click(true)
+            .build(&shell.app)?;
+        let tray = Tray {
+            icon,
+            menu: Mutex::new(None),
+        };
         tray.refresh(shell);
         Ok(tray)
     }
@@ -103,82 +128,54 @@ impl Tray {
     pub fn refresh(&self, shell: &Shell) {
         let desktop = &shell.desktop;
         let (router, accounts, strategy) = desktop.snapshot();
-        let notice = desktop
-            .notice
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        let notice = lock(&desktop.notice).clone();
         let input = TrayInput {
             router: &router,
             accounts: &accounts,
             strategy,
-            start_at_login: autostart::is_enabled(),
+            start_at_login: autostart::is_enabled(&shell.app),
             notice: notice.as_deref(),
             now_ms: now_ms(),
         };
-        let told = desktop
-            .notifier
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .update(&accounts, input.now_ms);
+        let told = lock(&desktop.notifier).update(&accounts, input.now_ms);
         for notice in told {
-            // A notification is a D-Bus call (or its kin elsewhere): off the main thread.
-            shell.runtime.spawn_blocking(move || {
-                let shown = notify_rust::Notification::new()
-                    .appname("Codex App Account Router")
-                    .summary(&notice.title)
-                    .body(&notice.body)
-                    .show();
-                if let Err(e) = shown {
-                    tracing::warn!("a notification could not be shown: {e}");
-                }
-            });
+            let shown = shell
+                .app
+                .notification()
+                .builder()
+                .title(&notice.title)
+                .body(&notice.body)
+                .show();
+            if let Err(e) = shown {
+                tracing::warn!("a notification could not be shown: {e}");
+            }
         }
         let drawn = drawing::render(
             &tray_model::bars(&accounts),
             &tray_model::icon_state(&input),
             ICON_SIZE,
         );
-        if let Ok(icon) = Icon::from_rgba(drawn.rgba, ICON_SIZE, ICON_SIZE) {
-            let _ = self.icon.set_icon(Some(icon));
-        }
+        let _ = self
+            .icon
+            .set_icon(Some(Image::new_owned(drawn.rgba, ICON_SIZE, ICON_SIZE)));
         let _ = self.icon.set_tooltip(Some(tray_model::tooltip(&input)));
-        match build_menu(&tray_model::menu(&input)) {
-            Ok(menu) => self.icon.set_menu(Some(Box::new(menu))),
+        // An open menu is updated in place; it is replaced only when its items change.
+        let entries = tray_model::menu(&input);
+        let mut menu = lock(&self.menu);
+        if let Some(menu) = menu.as_mut() {
+            if menu.update(&entries) {
+                return;
+            }
+        }
+        match TrayMenu::build(&shell.app, &entries) {
+            Ok(built) => {
+                if let Err(e) = self.icon.set_menu(Some(built.menu())) {
+                    tracing::warn!("the tray menu could not be set: {e}");
+                }
+                *menu = Some(built);
+            }
             Err(e) => tracing::warn!("the tray menu could not be built: {e}"),
         }
-    }
-}
-
-fn build_menu(entries: &[MenuEntry]) -> tray_icon::menu::Result<Menu> {
-    let menu = Menu::new();
-    for entry in entries {
-        append(entry, &|item| menu.append(item))?;
-    }
-    Ok(menu)
-}
-
-fn append(
-    entry: &MenuEntry,
-    add: &dyn Fn(&dyn IsMenuItem) -> tray_icon::menu::Result<()>,
-) -> tray_icon::menu::Result<()> {
-    let id = entry.id.id();
-    if !entry.children.is_empty() {
-        let sub = Submenu::with_id(&id, &entry.label, entry.enabled);
-        for child in &entry.children {
-            append(child, &|item| sub.append(item))?;
-        }
-        return add(&sub);
-    }
-    match entry.checked {
-        Some(checked) => add(&CheckMenuItem::with_id(
-            &id,
-            &entry.label,
-            entry.enabled,
-            checked,
-            None,
-        )),
-        None => add(&MenuItem::with_id(&id, &entry.label, entry.enabled, None)),
     }
 }
 
@@ -186,33 +183,18 @@ fn append(
 pub fn on_menu(shell: &Shell, id: MenuId) {
     let desktop = shell.desktop.clone();
     match id {
-        MenuId::Quit => {
-            let shell = shell.clone();
-            shell.runtime.clone().spawn(async move {
-                let slot = std::mem::replace(
-                    &mut *desktop.router.lock().unwrap_or_else(|p| p.into_inner()),
-                    RouterSlot::Starting,
-                );
-                // Streams in flight finish and the bindings are saved before the app goes.
-                if let RouterSlot::Running(router) = slot {
-                    router.stop().await;
-                }
-                shell.send(UserEvent::Exit);
-            });
-        }
+        MenuId::Quit => super::stop_and_exit(shell),
         MenuId::AddAccount => commands::start_login(shell, None),
         MenuId::Relogin(key) => commands::start_login(shell, Some(key)),
         MenuId::OpenDashboard => dashboard::open(shell),
         MenuId::SetStrategy(strategy) => {
-            if let RouterSlot::Running(router) =
-                &*desktop.router.lock().unwrap_or_else(|p| p.into_inner())
-            {
+            if let RouterSlot::Running(router) = &*lock(&desktop.router) {
                 router.state.routing().set_strategy(strategy);
             }
             commands::changed(shell);
         }
         MenuId::StartAtLogin => {
-            let result = autostart::set(!autostart::is_enabled());
+            let result = autostart::set(&shell.app, !autostart::is_enabled(&shell.app));
             desktop.set_notice(result.err().map(|e| format!("Start at login: {e}")));
             commands::changed(shell);
         }

@@ -256,7 +256,31 @@ pub fn account_line(a: &AccountStatus, now: i64) -> String {
     format!("{}{plan} — {state}", name(a))
 }
 
+/// The longest tooltip every system shows whole: Windows keeps 127 UTF-16 units (128 with the
+/// terminating zero) and cuts the rest.
+pub const TOOLTIP_MAX_UTF16: usize = 127;
+
+/// The tooltip, cut with an ellipsis to fit `TOOLTIP_MAX_UTF16`.
 pub fn tooltip(input: &TrayInput) -> String {
+    let text = tooltip_text(input);
+    if text.encode_utf16().count() <= TOOLTIP_MAX_UTF16 {
+        return text;
+    }
+    let mut cut = String::new();
+    let mut units = 0;
+    for c in text.chars() {
+        // One unit is kept for the ellipsis.
+        if units + c.len_utf16() > TOOLTIP_MAX_UTF16 - 1 {
+            break;
+        }
+        units += c.len_utf16();
+        cut.push(c);
+    }
+    cut.push('…');
+    cut
+}
+
+fn tooltip_text(input: &TrayInput) -> String {
     let head = "Codex App Account Router";
     match input.router {
         RouterState::Stopped => return format!("{head}: router stopped"),
@@ -306,7 +330,7 @@ pub fn tooltip(input: &TrayInput) -> String {
     text
 }
 
-/// The whole menu, rebuilt from scratch on every state change.
+/// The whole menu, as data; `menu.rs` changes the shown one in place to match it.
 pub fn menu(input: &TrayInput) -> Vec<MenuEntry> {
     let mut entries = vec![info(
         "router",

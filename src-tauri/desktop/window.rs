@@ -1,11 +1,14 @@
-//! The dashboard process (`codex-app-account-router-dashboard`): the tray app starts it when
-//! the dashboard opens, and it ends when the window closes. WebKit keeps its helper processes and much of
-//! its memory until the process that used it exits, so a webview in the tray process would
-//! cost ~150 MB for as long as the tray runs; here it costs nothing once the window is closed.
+//! The dashboard window: a second process of the same Tauri app
+//! (`codex-app-account-router-dashboard`, same identifier and `ui/`), which the tray app starts
+//! when the dashboard opens and which ends when the window closes. WebKit keeps its web and
+//! network processes and much of its memory until the process that used it exits, so a webview
+//! in the tray process would cost ~150 MB for as long as the tray runs; here it costs nothing
+//! once the window is closed.
 //!
-//! The page's calls go to the tray process as JSON lines on stdout, and answers and events
-//! come back on stdin (see `dashboard.rs` for the other end). When stdin closes, the tray
-//! app is gone and so is this process.
+//! The page calls the app's Tauri commands by name (`ui/api.js`); this process hands each one
+//! to the tray app as a JSON line on stdout, and answers and events come back on stdin (see
+//! `dashboard.rs` for the other end). When stdin closes, the tray app is gone and so is this
+//! process.
 
 use std::collections::HashMap;
 use std::io::{BufRead as _, Write as _};
@@ -14,9 +17,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
+use tauri::ipc::{Invoke, InvokeBody, InvokeError};
 use tauri::{Emitter, Manager};
 use tokio::sync::oneshot;
 
+use super::commands::Call;
 use super::dashboard::{CommandError, Message, Request, STATUS_CHANGED, WINDOW_LABEL};
 
 /// Calls waiting for the tray process to answer, by id.
@@ -26,20 +31,15 @@ struct Pending {
     waiting: Mutex<HashMap<u64, oneshot::Sender<Result<Value, CommandError>>>>,
 }
 
-/// The page's one command: `call` names what the tray process should do.
-#[tauri::command]
-async fn call(
-    pending: tauri::State<'_, Arc<Pending>>,
-    name: String,
-    args: Option<Value>,
-) -> Result<Value, CommandError> {
+/// Hands a call of the page to the tray app and waits for its answer.
+async fn forward(pending: Arc<Pending>, name: String, args: Value) -> Result<Value, CommandError> {
     let id = pending.next.fetch_add(1, Ordering::Relaxed);
     let (tx, rx) = oneshot::channel();
     lock(&pending.waiting).insert(id, tx);
     let request = Request {
         id,
         call: name,
-        args: args.unwrap_or(Value::Null),
+        args,
     };
     let line = serde_json::to_string(&request).map_err(CommandError::internal)?;
     let written = {
@@ -53,12 +53,34 @@ async fn call(
     rx.await.map_err(|_| CommandError::gone())?
 }
 
+/// The app's commands (`commands::Call`): each is answered by the tray app. A name that is
+/// not one of them is left to Tauri, which refuses it.
+fn invoke(invoke: Invoke, pending: &Arc<Pending>) -> bool {
+    let name = invoke.message.command().to_string();
+    if !Call::names().contains(&name.as_str()) {
+        return false;
+    }
+    let args = match invoke.message.payload() {
+        InvokeBody::Json(args) => args.clone(),
+        InvokeBody::Raw(_) => Value::Null,
+    };
+    let pending = pending.clone();
+    invoke.resolver.respond_async(async move {
+        forward(pending, name, args)
+            .await
+            .map_err(InvokeError::from)
+    });
+    true
+}
+
 pub fn main() -> ExitCode {
     let pending = Arc::new(Pending::default());
     let result = tauri::Builder::default()
         .plugin(tauri_plugin_opener::init())
-        .manage(pending.clone())
-        .invoke_handler(tauri::generate_handler![call])
+        .invoke_handler({
+            let pending = pending.clone();
+            move |call| invoke(call, &pending)
+        })
         .setup(move |app| {
             tauri::WebviewWindowBuilder::new(
                 app,
@@ -72,7 +94,7 @@ pub fn main() -> ExitCode {
             std::thread::spawn(move || listen(&handle, &pending));
             Ok(())
         })
-        .build(tauri::generate_context!());
+        .build(super::context());
     match result {
         Ok(app) => {
             app.run(|_, _| {});

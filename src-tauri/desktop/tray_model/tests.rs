@@ -120,6 +120,19 @@ fn tooltip_summarises_accounts_and_the_next_reset() {
 }
 
 #[test]
+fn a_long_tooltip_is_cut_to_what_windows_shows() {
+    let long = "🙂".repeat(200);
+    let taken = RouterState::PortTaken {
+        port: 8787,
+        holder: Some(format!("a program named {long}")),
+    };
+    let text = tooltip(&input(&taken, &[]));
+    assert!(text.encode_utf16().count() <= TOOLTIP_MAX_UTF16, "{text}");
+    assert!(text.starts_with("Codex App Account Router: port 8787 is taken"));
+    assert!(text.ends_with('…'), "says it was cut: {text}");
+}
+
+#[test]
 fn menu_lists_accounts_with_usage_and_every_action() {
     let r = running();
     let mut a = account("a@x", "ok", Some((42.0, 17.0)));
