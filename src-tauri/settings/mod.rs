@@ -1,7 +1,18 @@
-//! Non-secret preferences read from the environment, validated once at start.
+//! Non-secret preferences, validated once at start: each from its environment variable, else
+//! from `settings.toml` in the app's config folder, else its default. `keys` names them,
+//! `file` reads and edits the file, `sources` layers the two.
+
+mod file;
+pub mod keys;
+mod sources;
 
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::time::Duration;
+
+pub use file::{remove_setting, write_setting, FileProblem, FileReading, FileValue};
+pub use keys::{known_key, Key, Kind, KEYS};
+pub use sources::{Override, Source, Sources};
 
 use crate::paths::Paths;
 use crate::sensitive::ClientToken;
@@ -79,6 +90,9 @@ pub struct Settings {
     /// Whether `GET /v1/responses` WebSocket upgrades are proxied; when off they get 426, so
     /// Codex falls back to HTTP at once (`CODEX_PROXY_WEBSOCKETS=0`).
     pub websockets: bool,
+    /// What was wrong in the settings file (its values were not used); front ends show these
+    /// as warnings.
+    pub file_problems: Vec<FileProblem>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -93,17 +107,60 @@ pub enum SettingsError {
     ExposedWithoutToken { host: String },
     #[error("{name} points to {value}, which is not the ChatGPT default; set CODEX_PROXY_ALLOW_CUSTOM_UPSTREAM=1 if you really want to send your account tokens there")]
     CustomUpstream { name: &'static str, value: String },
+    #[error("unknown setting `{key}`; the settings are: {known}")]
+    UnknownKey { key: String, known: String },
+    #[error("`{key}` is a secret and is never kept in the settings file; set {variable} in the environment instead")]
+    Secret { key: String, variable: &'static str },
+    #[error("{key} = {value:?} is refused: allowed is {allowed}")]
+    OutOfRange {
+        key: &'static str,
+        value: String,
+        allowed: String,
+    },
+    #[error("{} does not parse at line {line}, column {column} ({message}); fix that line first, nothing was written", path.display())]
+    BrokenFile {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("cannot write {}: {reason}", path.display())]
+    Write { path: PathBuf, reason: String },
+}
+
+impl SettingsError {
+    /// A stable code the dashboard can switch on.
+    pub fn code(&self) -> &'static str {
+        match self {
+            SettingsError::Invalid { .. } => "invalid_variable",
+            SettingsError::ExposedWithoutToken { .. } => "exposed_without_token",
+            SettingsError::CustomUpstream { .. } => "custom_upstream",
+            SettingsError::UnknownKey { .. } => "unknown_setting",
+            SettingsError::Secret { .. } => "secret_setting",
+            SettingsError::OutOfRange { .. } => "setting_out_of_range",
+            SettingsError::BrokenFile { .. } => "settings_file_broken",
+            SettingsError::Write { .. } => "settings_file_write",
+        }
+    }
 }
 
 impl Settings {
-    /// Reads the process environment.
+    /// Reads the process environment and the settings file it points to.
     pub fn from_env() -> Result<Settings, SettingsError> {
         Settings::from_vars(&|name| std::env::var(name).ok())
     }
 
-    /// Reads settings through a lookup function, so tests never touch the process environment.
+    /// Reads settings through a lookup function (so tests never touch the process
+    /// environment) and the settings file: `CODEX_PROXY_SETTINGS_FILE`, else the app's.
     pub fn from_vars(var: &dyn Fn(&str) -> Option<String>) -> Result<Settings, SettingsError> {
-        let get = |name: &str| var(name).filter(|v| !v.trim().is_empty());
+        let file = FileReading::read(&Paths::settings_file(var));
+        Settings::from_sources(&Sources::new(var, file))
+    }
+
+    /// Builds settings from the environment and an already read settings file. An invalid
+    /// variable is an error; the file's invalid values were already left out, as warnings.
+    pub fn from_sources(sources: &Sources<'_>) -> Result<Settings, SettingsError> {
+        let get = |name: &str| sources.lookup(name);
         let host = get("CODEX_PROXY_HOST").unwrap_or_else(|| "127.0.0.1".to_string());
         let port = parse_number(get("CODEX_PROXY_PORT"), "CODEX_PROXY_PORT", DEFAULT_PORT)?;
         let strategy = match get("CODEX_PROXY_STRATEGY") {
@@ -130,7 +187,10 @@ impl Settings {
         };
         let settings = Settings {
             port,
-            paths: Paths::resolve(var),
+            paths: Paths {
+                settings_file: sources.file.path.clone(),
+                ..Paths::resolve(&get)
+            },
             token_store,
             keychain_service: get("CODEX_PROXY_KEYCHAIN_SERVICE")
                 .unwrap_or_else(|| crate::store::DEFAULT_KEYCHAIN_SERVICE.to_string()),
@@ -175,6 +235,7 @@ impl Settings {
                 })?],
             },
             host,
+            file_problems: sources.file.problems.clone(),
         };
         settings.validate()?;
         Ok(settings)
@@ -277,6 +338,7 @@ fn parse_number<T: std::str::FromStr>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     fn settings(pairs: &[(&str, &str)]) -> Result<Settings, SettingsError> {
         let owned: Vec<(String, String)> = pairs
@@ -321,6 +383,49 @@ mod tests {
             "{err}"
         );
         assert!(settings(&[url, ("CODEX_PROXY_ALLOW_CUSTOM_UPSTREAM", "1")]).is_ok());
+    }
+
+    fn with_file(pairs: &[(&str, &str)], text: &str) -> Result<Settings, SettingsError> {
+        let owned: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let env = move |name: &str| {
+            owned
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        };
+        let file = FileReading::parse(Path::new("/c/settings.toml"), text);
+        Settings::from_sources(&Sources::new(&env, file))
+    }
+
+    #[test]
+    fn the_file_fills_in_what_the_environment_does_not_set() {
+        let text =
+            "port = 8788\nstrategy = \"hybrid\"\nwebsockets = false\ntoken_store = \"file\"\n";
+        let s = with_file(&[("CODEX_PROXY_PORT", "9000")], text).unwrap();
+        assert_eq!(s.port, 9000, "the environment wins");
+        assert_eq!(s.strategy, Strategy::Hybrid);
+        assert!(!s.websockets);
+        assert_eq!(s.token_store, TokenStore::File);
+        assert_eq!(s.paths.settings_file, PathBuf::from("/c/settings.toml"));
+        assert!(s.file_problems.is_empty());
+    }
+
+    #[test]
+    fn bad_values_in_the_file_are_warnings_and_the_defaults_apply() {
+        let s = with_file(
+            &[],
+            "port = 0\nstrategy = \"fast\"\nfirst_byte_timeout_ms = \"soon\"\n",
+        )
+        .unwrap();
+        assert_eq!((s.port, s.strategy), (DEFAULT_PORT, Strategy::Sticky));
+        assert_eq!(s.first_byte_timeout, Duration::from_secs(60));
+        assert_eq!(s.file_problems.len(), 3, "{:?}", s.file_problems);
+        let s = with_file(&[], "port = 8788\nstrategy = [\n").unwrap();
+        assert_eq!(s.port, DEFAULT_PORT, "nothing is used from a broken file");
+        assert!(s.file_problems[0].to_string().contains("line 2"));
     }
 
     #[test]
