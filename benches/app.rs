@@ -10,6 +10,11 @@ use std::time::{Duration, Instant};
 const ROUNDS: usize = 5;
 
 fn main() {
+    // Memory, CPU and the process tree are read from /proc.
+    if !cfg!(target_os = "linux") {
+        println!("MISS the app benchmark reads /proc and runs on Linux only");
+        return;
+    }
     if std::env::var_os("DISPLAY").is_none() {
         println!(
             "MISS the app benchmark needs a display: run it under Xvfb (see the file's header)"

@@ -113,6 +113,11 @@ async fn load(targets: &[Target], rounds: usize) -> Vec<Samples> {
 }
 
 fn main() {
+    // Debian's nginx is the reference, and memory is read from /proc.
+    if !cfg!(target_os = "linux") {
+        println!("MISS the proxy benchmark needs /usr/sbin/nginx and /proc: Linux only");
+        return;
+    }
     let rounds = rounds_from_env();
     let fake_runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)

@@ -32,8 +32,9 @@ pub async fn identify(addr: SocketAddr) -> PortHolder {
     PortHolder::Program(listening_program(addr.port()))
 }
 
-/// Finds the process listening on `port` through /proc (Linux only; `None` elsewhere or
-/// when the process belongs to another user).
+/// Finds the process listening on `port` through /proc; `None` when the process belongs to
+/// another user.
+#[cfg(target_os = "linux")]
 fn listening_program(port: u16) -> Option<String> {
     let inode = ["/proc/net/tcp", "/proc/net/tcp6"]
         .iter()
@@ -64,6 +65,12 @@ fn listening_program(port: u16) -> Option<String> {
             return Some(format!("{} (pid {pid})", name.trim()));
         }
     }
+    None
+}
+
+/// Without /proc the program is not looked up: the error names none.
+#[cfg(not(target_os = "linux"))]
+fn listening_program(_port: u16) -> Option<String> {
     None
 }
 

@@ -4,15 +4,14 @@
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read};
-use std::os::unix::process::CommandExt as _;
-use std::process::{Child, ChildStdout, Command, Stdio};
+use std::process::{Child, ChildStdout, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
 use crate::harness::*;
 use crate::keychain::{cma, has, service, Output};
-use crate::support::{pkce_challenge, AccountSpec, FakeOpenAi, IssuedTokens};
+use crate::support::{AccountSpec, FakeOpenAi, IssuedTokens};
 
 /// A port nothing listens on right now.
 fn free_port() -> u16 {
@@ -151,11 +150,16 @@ pub(crate) async fn login_over_http(vars: &HashMap<String, String>) -> Output {
     login.finish()
 }
 
+// The Chromium test needs Debian's /usr/bin/chromium and a Unix process group: Linux only.
+#[cfg(target_os = "linux")]
 const CHROMIUM_FLAGS: &str = "--headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
     --disable-background-networking --disable-component-update --disable-sync";
 
 /// Opens `url` in a real headless Chromium and returns the DOM it ended on.
+#[cfg(target_os = "linux")]
 fn chromium(url: &str, profile: &std::path::Path) -> String {
+    use std::os::unix::process::CommandExt as _;
+    use std::process::Command;
     let mut child = Command::new("/usr/bin/chromium")
         .args(CHROMIUM_FLAGS.split(' '))
         .arg(format!("--user-data-dir={}", profile.display()))
@@ -182,6 +186,7 @@ fn chromium(url: &str, profile: &std::path::Path) -> String {
     reader.join().unwrap()
 }
 
+#[cfg(target_os = "linux")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn browser_login_through_headless_chromium_adds_the_account() {
     let s = setup("file").await;
@@ -211,7 +216,7 @@ async fn browser_login_through_headless_chromium_adds_the_account() {
         .find(|r| r.path == "/oauth/token" && r.body["grant_type"] == "authorization_code")
         .expect("the code was exchanged");
     let verifier = exchange.body["code_verifier"].as_str().unwrap();
-    let challenge = pkce_challenge(verifier);
+    let challenge = crate::support::pkce_challenge(verifier);
     assert_eq!(auth.body["code_challenge"], challenge.as_str());
     assert_eq!(exchange.body["redirect_uri"], redirect_uri.as_str());
     assert_port_free(s.port);

@@ -37,11 +37,11 @@ async fn doctor_passes_every_check_on_a_healthy_setup() {
     m.set("CODEX_PROXY_PORT", free_port());
     let codex = codex_bin();
     if let Some(codex) = &codex {
-        let dir = codex.parent().unwrap().display();
-        m.set(
-            "PATH",
-            format!("{dir}:{}", std::env::var("PATH").unwrap_or_default()),
-        );
+        let inherited = std::env::var_os("PATH").unwrap_or_default();
+        let dirs = std::iter::once(codex.parent().unwrap().to_path_buf())
+            .chain(std::env::split_paths(&inherited));
+        let path = std::env::join_paths(dirs).expect("no separator in a PATH entry");
+        m.set("PATH", path.to_string_lossy());
     }
     let _router = Router::start(&m);
     let configure = m.run(&["configure"]);

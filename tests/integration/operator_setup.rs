@@ -3,7 +3,7 @@
 //! `cma setup` end to end followed by turns of the real Codex CLI.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -47,9 +47,12 @@ async fn a_config_that_is_not_toml_is_refused_with_its_line_and_left_alone() {
 }
 
 /// Keeps a folder unwritable until dropped: by its mode, or (for root, which modes do not
-/// stop) by the immutable attribute where the file system has one.
+/// stop) by the immutable attribute where the file system has one. Unix only: Windows
+/// ignores the read-only attribute of a folder.
+#[cfg(unix)]
 struct ReadOnlyDir(PathBuf);
 
+#[cfg(unix)]
 impl ReadOnlyDir {
     fn make(dir: &Path) -> Option<ReadOnlyDir> {
         let writable = || {
@@ -65,6 +68,7 @@ impl ReadOnlyDir {
     }
 }
 
+#[cfg(unix)]
 impl Drop for ReadOnlyDir {
     fn drop(&mut self) {
         chattr("-i", &self.0);
@@ -72,8 +76,9 @@ impl Drop for ReadOnlyDir {
     }
 }
 
+#[cfg(unix)]
 fn chattr(flag: &str, path: &Path) -> bool {
-    let status = Command::new("chattr")
+    let status = std::process::Command::new("chattr")
         .arg(flag)
         .arg(path)
         .stderr(Stdio::null())
@@ -81,11 +86,13 @@ fn chattr(flag: &str, path: &Path) -> bool {
     status.is_ok_and(|s| s.success())
 }
 
+#[cfg(unix)]
 fn set_mode(path: &Path, mode: u32) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
 }
 
+#[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_only_codex_home_is_a_clear_error() {
     let m = Machine::new(&[]).await;
@@ -107,16 +114,18 @@ async fn a_read_only_codex_home_is_a_clear_error() {
 /// Nix store) is replaced by a writable 0600 copy instead of being refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_only_config_file_is_refused_and_not_replaced() {
-    use std::os::unix::fs::PermissionsExt;
     let m = Machine::new(&[]).await;
     std::fs::write(m.config(), EVERYDAY).unwrap();
-    set_mode(&m.config(), 0o444);
+    // No write bit on Unix (0444 here), the read-only attribute on Windows.
+    let mut permissions = std::fs::metadata(m.config()).unwrap().permissions();
+    permissions.set_readonly(true);
+    std::fs::set_permissions(m.config(), permissions).unwrap();
     let out = m.run(&["configure"]);
-    let mode = std::fs::metadata(m.config()).unwrap().permissions().mode() & 0o777;
-    let replaced = read(&m.config()) != EVERYDAY || mode != 0o444;
+    let now = std::fs::metadata(m.config()).unwrap().permissions();
+    let replaced = read(&m.config()) != EVERYDAY || !now.readonly();
     assert!(
         !replaced,
-        "the read-only config.toml was replaced (now {mode:o}): {out}"
+        "the read-only config.toml was replaced (now {now:?}): {out}"
     );
     assert!(!out.ok, "{out}");
     has(&out.stderr, &m.config().display().to_string());
@@ -188,7 +197,7 @@ async fn install_startup_writes_one_verified_systemd_unit_for_the_installed_bina
 
     let runtime = m.path("run");
     std::fs::create_dir_all(&runtime).unwrap();
-    let verify = Command::new("systemd-analyze")
+    let verify = std::process::Command::new("systemd-analyze")
         .args(["verify", "--user"])
         .arg(m.path(UNIT))
         .env_clear()
