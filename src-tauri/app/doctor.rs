@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::port::{identify, PortHolder};
 use crate::accounts::now_ms;
 use crate::codex_config::CodexConfig;
-use crate::settings::{Settings, TokenStore};
+use crate::settings::{FileReading, Settings, Sources, TokenStore};
 use crate::store::TokenMode;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -50,6 +50,7 @@ pub async fn diagnose(
     home: &Path,
 ) -> Vec<Finding> {
     let mut out = Vec::new();
+    check_settings(settings, env, &mut out);
     let running = check_router(settings, &mut out).await;
     check_codex_config(settings, &mut out);
     // Codex also loads NO_PROXY from $CODEX_HOME/.env (where `cma configure` puts it).
@@ -102,6 +103,45 @@ pub async fn diagnose(
     });
     out.push(check_codex_cli(env).await);
     out
+}
+
+/// The settings file: whether it parses, what in it is refused, and each environment variable
+/// that wins over a different value in it (an app started at login sees none of them).
+fn check_settings(
+    settings: &Settings,
+    env: &dyn Fn(&str) -> Option<String>,
+    out: &mut Vec<Finding>,
+) {
+    let sources = Sources::new(env, FileReading::read(&settings.paths.settings_file));
+    let path = settings.paths.settings_file.display().to_string();
+    for problem in &sources.file.problems {
+        let (verdict, fix) = if problem.is_broken_file() {
+            (Verdict::Fail, format!("fix that line in {path}"))
+        } else {
+            (
+                Verdict::Warn,
+                format!("edit {path}, or use cma settings set KEY VALUE"),
+            )
+        };
+        out.push(finding("settings", verdict, problem.to_string(), fix));
+    }
+    for o in sources.overrides() {
+        out.push(finding(
+            "settings",
+            Verdict::Warn,
+            format!("{}={} in the environment wins over {} = {} in {path}; an app started at login sees only the file", o.variable, o.env_value, o.key, o.file_value),
+            format!("unset {}, or cma settings set {} {}", o.variable, o.key, o.env_value),
+        ));
+    }
+    if sources.file.problems.is_empty() && sources.overrides().is_empty() {
+        let detail = if sources.file.exists {
+            let count = sources.file.values.len();
+            format!("{path}: {count} settings in use")
+        } else {
+            format!("no {path}: the defaults and the environment apply")
+        };
+        out.push(finding("settings", Verdict::Ok, detail, ""));
+    }
 }
 
 /// `KEY=value` lines of a dotenv file; quotes around the value are dropped.

@@ -7,6 +7,7 @@ mod import;
 mod login;
 mod operator;
 mod port;
+mod settings;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -26,6 +27,10 @@ pub use operator::{
     proxy_without_loopback_exemption, revert_codex, startup_entry, startup_environment,
 };
 pub use port::PortHolder;
+pub use settings::{
+    set_setting, settings_view, unset_setting, ProblemView, SetOutcome, SettingView,
+    SettingsOverview,
+};
 
 use crate::accounts::{now_ms, Pool};
 use crate::proxy::{self, ProxyState, RouterStatus};

@@ -5,6 +5,7 @@ mod doctor;
 mod login;
 mod operator;
 mod output;
+mod settings;
 mod setup;
 mod smoke;
 
@@ -16,7 +17,7 @@ use clap::{Parser, Subcommand};
 use crate::accounts::{now_ms, Account};
 use crate::app::{self, AccountChange, AccountSelector, AppError};
 use crate::proxy::{AccountStatus, RouterStatus};
-use crate::settings::Settings;
+use crate::settings::{Settings, SettingsError};
 
 #[derive(Parser)]
 #[command(
@@ -25,6 +26,9 @@ use crate::settings::Settings;
     about = "Codex App Account Router: one Codex, several ChatGPT accounts"
 )]
 struct Cli {
+    /// Use this settings file instead of the app's (also CODEX_PROXY_SETTINGS_FILE).
+    #[arg(long, global = true, value_name = "PATH")]
+    settings_file: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -127,6 +131,14 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// List every setting with its value and where it comes from (env, file, default), or
+    /// get, set or unset one in settings.toml.
+    Settings {
+        #[command(subcommand)]
+        action: Option<settings::SettingsAction>,
+        #[arg(long, global = true)]
+        json: bool,
+    },
     /// Forget every account on this machine.
     Logout {
         /// Confirm; without it nothing is removed.
@@ -146,7 +158,12 @@ pub fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return fail(&format!("cannot start the async runtime: {e}"), None),
     };
-    match runtime.block_on(run(cli.command)) {
+    let settings_file = cli.settings_file.map(|p| p.display().to_string());
+    let env = move |name: &str| match (&settings_file, name) {
+        (Some(path), crate::paths::SETTINGS_FILE_VAR) => Some(path.clone()),
+        _ => std::env::var(name).ok(),
+    };
+    match runtime.block_on(run(cli.command, &env)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e.to_string(), hint(&e)),
     }
@@ -163,6 +180,13 @@ fn fail(message: &str, hint: Option<String>) -> ExitCode {
 fn hint(e: &AppError) -> Option<String> {
     match e {
         AppError::AlreadyRunning { .. } => Some("`cma status` shows it".to_string()),
+        AppError::Settings(SettingsError::UnknownKey { .. }) => {
+            Some("`cma settings` lists every setting with its value".to_string())
+        }
+        AppError::Settings(SettingsError::BrokenFile { path, .. }) => Some(format!(
+            "open {} and fix that line; until then the router runs on the defaults and the environment",
+            path.display()
+        )),
         AppError::Store(crate::store::StoreError::Corrupt { .. }) => Some(
             "the router will not start on a file it cannot read, so that nothing in it is lost"
                 .to_string(),
@@ -171,8 +195,18 @@ fn hint(e: &AppError) -> Option<String> {
     }
 }
 
-async fn run(command: Command) -> Result<(), AppError> {
-    let settings = Settings::from_env()?;
+async fn run(command: Command, env: &dyn Fn(&str) -> Option<String>) -> Result<(), AppError> {
+    // `cma settings` works whatever the environment holds: it is how a bad value gets fixed.
+    if let Command::Settings { action, json } = command {
+        return settings::run(action, json, env).await;
+    }
+    let settings = Settings::from_vars(env)?;
+    // `cma doctor` lists them among its findings.
+    if !matches!(command, Command::Doctor { .. }) {
+        for problem in &settings.file_problems {
+            eprintln!("warning: {problem}");
+        }
+    }
     match command {
         Command::Start => start(settings).await,
         Command::Status { json } => status(&settings, json).await,
@@ -250,6 +284,8 @@ async fn run(command: Command) -> Result<(), AppError> {
             let verb = "new sessions start on";
             change(&settings, account, AccountChange::UseForNewSessions, verb).await
         }
+        // Handled before the settings are read, above.
+        Command::Settings { .. } => Ok(()),
     }
 }
 

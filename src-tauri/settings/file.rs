@@ -37,7 +37,7 @@ pub enum FileProblem {
         path: PathBuf,
         line: usize,
         column: usize,
-        message: String,
+        reason: String,
     },
     UnknownKey {
         path: PathBuf,
@@ -72,10 +72,10 @@ impl fmt::Display for FileProblem {
                 path,
                 line,
                 column,
-                message,
+                reason,
             } => write!(
                 f,
-                "{} does not parse at line {line}, column {column} ({message}); running on the defaults and the environment, and the file is left as it is until you fix that line",
+                "{} does not parse at line {line}, column {column} ({reason}); running on the defaults and the environment, and the file is left as it is until you fix that line",
                 path.display()
             ),
             FileProblem::UnknownKey { path, line, key } => write!(
@@ -165,7 +165,7 @@ impl FileReading {
                     path: path.to_path_buf(),
                     line,
                     column,
-                    message: e.message().trim().replace('\n', " "),
+                    reason: e.message().trim().replace('\n', " "),
                 });
                 return reading;
             }
