@@ -309,11 +309,45 @@ pub fn write(path: &Path, key: &Key, canonical: Option<&str>) -> Result<(), Sett
                 }
             }
         }
-        None => {
-            doc.remove(key.name);
-        }
+        None => remove_keeping_comments(&mut doc, key.name),
     }
     write_atomic(path, doc.to_string().as_bytes()).map_err(|e| failed(e.to_string()))
+}
+
+/// Removes `name` but not the comment lines above it: they may be the file's own header, and
+/// the user wrote them. They go to the next key, or to the end of the file.
+fn remove_keeping_comments(doc: &mut DocumentMut, name: &str) {
+    let prefix = |doc: &DocumentMut, key: &str| -> String {
+        let decor = doc.as_table().key(key).map(|k| k.leaf_decor().clone());
+        let raw = decor
+            .as_ref()
+            .and_then(|d| d.prefix())
+            .and_then(|p| p.as_str());
+        raw.unwrap_or_default().to_string()
+    };
+    let comments = prefix(doc, name);
+    let names: Vec<String> = doc.as_table().iter().map(|(k, _)| k.to_string()).collect();
+    let next = names
+        .iter()
+        .skip_while(|k| k.as_str() != name)
+        .nth(1)
+        .filter(|k| doc.get(k).is_some_and(Item::is_value));
+    doc.remove(name);
+    if comments.trim().is_empty() {
+        return;
+    }
+    match next {
+        Some(next) => {
+            let joined = comments + &prefix(doc, next);
+            if let Some(mut k) = doc.as_table_mut().key_mut(next) {
+                k.leaf_decor_mut().set_prefix(joined);
+            }
+        }
+        None => {
+            let trailing = doc.trailing().as_str().unwrap_or_default().to_string();
+            doc.set_trailing(comments + &trailing);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -397,7 +431,13 @@ mod tests {
         );
         write(&path, port, None).unwrap();
         let after = std::fs::read_to_string(&path).unwrap();
-        assert_eq!(after, "# my router\nstrategy = \"sticky\" # best for me\n");
+        assert_eq!(
+            after,
+            "# my router\nstrategy = \"sticky\" # best for me\n\n# the port\n"
+        );
+        write(&path, strategy, None).unwrap();
+        let after = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(after, "# my router\n\n# the port\n");
     }
 
     #[test]

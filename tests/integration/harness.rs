@@ -177,6 +177,11 @@ pub fn fake_vars(fake: &FakeOpenAi, dir: &Path) -> HashMap<String, String> {
             dir.join("session-bindings.json").display().to_string(),
         ),
         ("CODEX_HOME", dir.join("codex-home").display().to_string()),
+        // Never the settings file of whoever runs the tests.
+        (
+            "CODEX_PROXY_SETTINGS_FILE",
+            dir.join("settings.toml").display().to_string(),
+        ),
         ("CODEX_PROXY_UPSTREAM_URL", fake.upstream_url.clone()),
         ("CODEX_PROXY_UPSTREAM_MODELS_URL", fake.models_url.clone()),
         ("CODEX_PROXY_USAGE_URL", fake.usage_url.clone()),

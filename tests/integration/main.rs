@@ -21,6 +21,7 @@ mod operator;
 mod operator_doctor;
 mod operator_setup;
 mod sessions;
+mod settings;
 mod surface;
 mod tokens;
 #[cfg(feature = "desktop")]
