@@ -131,7 +131,7 @@ impl TrayMenu {
     }
 
     /// Brings the menu in line with `entries` in place; `false` when it must be rebuilt.
-    pub fn update(&mut self, entries: &[MenuEntry]) -> bool {
+    pub fn update(&mut self, app: &AppHandle, entries: &[MenuEntry]) -> bool {
         let Plan::InPlace(changes) = plan(&self.shown, entries) else {
             return false;
         };
@@ -139,12 +139,34 @@ impl TrayMenu {
             let Some(item) = self.items.get(&change.id) else {
                 return false;
             };
-            if apply(item, &change).is_err() {
+            let done = match (item, &change.text) {
+                // GTK cannot retitle a submenu (muda 0.20 sets the label of an item whose
+                // child is a box, which does nothing): the row is swapped for a new one.
+                (Item::Submenu(_), Some(_)) if cfg!(target_os = "linux") => {
+                    self.swap(app, entries, &change.id)
+                }
+                (item, _) => apply(item, &change).map(|()| true),
+            };
+            if !matches!(done, Ok(true)) {
                 return false;
             }
         }
         self.shown = entries.to_vec();
         true
+    }
+
+    /// Replaces the top-level submenu `id` by one built from `entries`, at the same place;
+    /// `false` when it is not a top-level row (then the whole menu is rebuilt).
+    fn swap(&mut self, app: &AppHandle, entries: &[MenuEntry], id: &str) -> tauri::Result<bool> {
+        let place = entries.iter().position(|e| e.id.id() == id);
+        let (Some(place), Some(Item::Submenu(old))) = (place, self.items.get(id)) else {
+            return Ok(false);
+        };
+        let old = old.clone();
+        let new = build_item(app, &entries[place], &mut self.items)?;
+        self.menu.remove(&old)?;
+        self.menu.insert(new.as_ref(), place)?;
+        Ok(true)
     }
 }
 

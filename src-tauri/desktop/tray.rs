@@ -163,7 +163,7 @@ impl Tray {
         let entries = tray_model::menu(&input);
         let mut menu = lock(&self.menu);
         if let Some(menu) = menu.as_mut() {
-            if menu.update(&entries) {
+            if menu.update(&shell.app, &entries) {
                 return;
             }
         }

@@ -134,3 +134,114 @@ async fn tray_icon_says_when_another_program_holds_the_router_port() {
     tray.screenshot_menu("5-port-taken").await;
     drop(squatter);
 }
+
+#[tokio::test]
+async fn tray_menu_left_open_stays_open_and_shows_a_new_limit_in_place() {
+    let Some(tray) = Tray::start(two_accounts, None).await else {
+        return;
+    };
+    tray.usage_known().await;
+    tray.icon_shows("two healthy accounts", &[GREEN], &[RED])
+        .await;
+    let area = tray.menu_area();
+    let closed = tray.open_menu().await;
+    let open = pixels(area);
+    // The icon redraws too; only the menu's own pixels count.
+    let icon = tray.icon;
+    let in_icon = |i: usize| {
+        let (x, y) = (area.x + (i as u32 % area.w), area.y + (i as u32 / area.w));
+        (icon.x..icon.x + icon.w).contains(&x) && (icon.y..icon.y + icon.h).contains(&y)
+    };
+    let differ = |a: &[[u8; 3]], b: &[[u8; 3]]| {
+        let pairs = a.iter().zip(b).enumerate();
+        pairs.filter(|(i, (p, q))| p != q && !in_icon(*i)).count()
+    };
+
+    // A reaches its limit while the menu is open: B serves, and A's line says "limited".
+    tray.fake.push_behaviour(
+        "acct-a",
+        Behaviour::UsageLimit {
+            resets_in_seconds: 3600,
+        },
+    );
+    let response = tray.request("open-menu-1").await;
+    assert_eq!(served_by(&response), "acct-b", "B takes over");
+    let _ = response.bytes().await;
+    let mut seen = (0, 0);
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let now = pixels(area);
+        seen = (differ(&now, &closed), differ(&now, &open));
+        // Still open (far from the closed screen) and redrawn (a line of text changed).
+        if seen.0 > 10_000 && seen.1 > 100 {
+            break;
+        }
+    }
+    screenshot(area, "menu-6-updated-while-open");
+    run("xdotool", &["key", "Escape"]).expect("xdotool presses Escape");
+    assert!(
+        seen.0 > 10_000,
+        "the open menu stayed open while the status changed ({} pixels from the closed \
+         screen); log:\n{}",
+        seen.0,
+        tray.log()
+    );
+    assert!(
+        seen.1 > 100,
+        "the open menu shows the change in place ({} pixels changed)",
+        seen.1
+    );
+}
+
+/// Where the app's start-at-login entry lives under the test's HOME (XDG autostart).
+fn autostart_dir(tray: &Tray) -> std::path::PathBuf {
+    tray.dir.path().join("home/.config/autostart")
+}
+
+#[tokio::test]
+async fn tray_start_at_login_recognises_an_older_entry_and_writes_one_entry() {
+    // The entry version 0.1 (the `auto-launch` crate) wrote, under the same name.
+    let entry = "Codex App Account Router.desktop";
+    let older = |home: &std::path::Path| {
+        let dir = home.join(".config/autostart");
+        std::fs::create_dir_all(&dir).expect("autostart dir");
+        let text = "[Desktop Entry]\nType=Application\nVersion=1.0\n\
+                    Name=Codex App Account Router\nExec=/opt/old/codex-app-account-router \
+                    --minimized\nStartupNotify=false\nTerminal=false\n";
+        std::fs::write(dir.join(entry), text).expect("older entry");
+    };
+    let Some(tray) = Tray::start_in(two_accounts, None, older).await else {
+        return;
+    };
+    tray.usage_known().await;
+    let dir = autostart_dir(&tray);
+    let entries = || -> Vec<String> {
+        let list = std::fs::read_dir(&dir).map(|d| d.flatten().collect::<Vec<_>>());
+        let names = list.unwrap_or_default().into_iter();
+        names
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect()
+    };
+    // "Start at login" is third from the end (above Configure Codex and Quit). The older entry
+    // counts as on, so choosing it turns starting at login off.
+    tray.pick_from_menu(3).await;
+    wait_for("the older entry to be removed", || {
+        entries().is_empty().then_some(())
+    })
+    .await;
+    // Chosen again: one entry, for this app, started tray-only.
+    tray.pick_from_menu(3).await;
+    let written = wait_for("the new entry", || {
+        std::fs::read_to_string(dir.join(entry)).ok()
+    })
+    .await;
+    assert_eq!(entries(), [entry], "one entry, not two");
+    let exec = written
+        .lines()
+        .find(|l| l.starts_with("Exec="))
+        .unwrap_or("");
+    assert!(
+        exec.contains(APP) && exec.ends_with("--minimized"),
+        "starts this app, tray only: {exec:?}"
+    );
+}

@@ -231,6 +231,15 @@ impl Tray {
         records: impl FnOnce(&FakeOpenAi) -> Vec<Value>,
         router_port: Option<u16>,
     ) -> Option<Tray> {
+        Tray::start_in(records, router_port, |_| {}).await
+    }
+
+    /// As `start`, with `prepare` given the app's HOME before the app starts.
+    pub(crate) async fn start_in(
+        records: impl FnOnce(&FakeOpenAi) -> Vec<Value>,
+        router_port: Option<u16>,
+        prepare: impl FnOnce(&Path),
+    ) -> Option<Tray> {
         tools_present()?;
         let _turn = ONE_APP.lock().await;
         let fake = FakeOpenAi::start().await;
@@ -241,6 +250,7 @@ impl Tray {
         let router_port = router_port.unwrap_or_else(free_port);
         let home = dir.path().join("home");
         std::fs::create_dir_all(&home).expect("home");
+        prepare(&home);
         let mut env: HashMap<String, String> = fake_vars(&fake, dir.path());
         let under = |path: &str| home.join(path).display().to_string();
         for (name, value) in [
@@ -370,9 +380,9 @@ impl Tray {
         // The countdowns may have moved meanwhile; the menu is closed by the next click anyway.
     }
 
-    /// Opens the menu, picks its last item (Quit) with the keyboard, and waits for the app to
-    /// stop its router and exit by itself.
-    pub(crate) async fn quit_from_menu(&mut self) -> std::process::ExitStatus {
+    /// Opens the menu with a click on the icon and waits until it shows; returns the pixels
+    /// of the menu's area from before the click (the menu closed).
+    pub(crate) async fn open_menu(&self) -> Vec<[u8; 3]> {
         let area = self.menu_area();
         let before = pixels(area);
         let (cx, cy) = (self.icon.x + self.icon.w / 2, self.icon.y + self.icon.h / 2);
@@ -382,13 +392,33 @@ impl Tray {
             tokio::time::sleep(Duration::from_millis(100)).await;
             let now = pixels(area);
             if before.iter().zip(&now).filter(|(a, b)| a != b).count() > 10_000 {
-                break;
+                // Let it finish drawing.
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                return before;
             }
         }
+        panic!(
+            "a click on the icon did not open the menu; log:\n{}",
+            self.log()
+        );
+    }
+
+    /// Opens the menu and picks the item `up` places above its end with the keyboard (1 is
+    /// the last item, Quit).
+    pub(crate) async fn pick_from_menu(&self, up: usize) {
+        self.open_menu().await;
         // Up from no selection lands on the last item.
-        run("xdotool", &["key", "Up"]).expect("xdotool presses Up");
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        for _ in 0..up {
+            run("xdotool", &["key", "Up"]).expect("xdotool presses Up");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
         run("xdotool", &["key", "Return"]).expect("xdotool presses Return");
+    }
+
+    /// Picks Quit from the menu and waits for the app to stop its router and exit by itself.
+    pub(crate) async fn quit_from_menu(&mut self) -> std::process::ExitStatus {
+        self.pick_from_menu(1).await;
         for _ in 0..100 {
             if let Ok(Some(status)) = self.app.try_wait() {
                 return status;
