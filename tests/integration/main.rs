@@ -8,7 +8,8 @@ mod app_icons;
 mod cli;
 mod codex_cli;
 mod codex_modes;
-#[cfg(feature = "desktop")]
+// Xvfb, trayer, WebKitWebDriver and /proc: Linux only.
+#[cfg(all(feature = "desktop", target_os = "linux"))]
 mod dashboard;
 mod failover;
 mod fakes;
@@ -24,6 +25,6 @@ mod sessions;
 mod settings;
 mod surface;
 mod tokens;
-#[cfg(feature = "desktop")]
+#[cfg(all(feature = "desktop", target_os = "linux"))]
 mod tray;
 mod websocket;
