@@ -87,7 +87,7 @@ async fn set_then_get_round_trips_and_keeps_the_users_comments() {
 
 #[tokio::test]
 async fn a_router_started_without_variables_takes_its_settings_from_the_file() {
-    let m = Machine::new(&[A]).await;
+    let mut m = Machine::new(&[A]).await;
     let port = free_port().to_string();
     let set = m.run(&["settings", "set", "port", &port]);
     assert!(set.ok, "{set}");
@@ -95,6 +95,18 @@ async fn a_router_started_without_variables_takes_its_settings_from_the_file() {
     let (line, _router) = start_without_port_variable(&m);
     has(&line, &format!("http://127.0.0.1:{port}/v1"));
     has(&line, "strategy hybrid");
+
+    // A change while it runs: saved, and the running router is named as needing a restart.
+    m.vars.remove("CODEX_PROXY_PORT");
+    let set = m.run(&["settings", "set", "strategy", "sticky"]);
+    assert!(set.ok, "{set}");
+    has(
+        &set.stderr,
+        &format!("hint: the router running at http://127.0.0.1:{port}/v1 still uses the old value"),
+    );
+    let same = m.run(&["settings", "set", "strategy", "sticky"]);
+    has(&same.stdout, "unchanged: no restart needed");
+    assert!(!same.stderr.contains("hint:"), "{same}");
 }
 
 #[tokio::test]
