@@ -22,6 +22,10 @@ export const commands = {
   setStrategy: (strategy) => invoke("set_strategy", { strategy }),
   applyCodexConfig: () => invoke("apply_codex_config"),
   revertCodexConfig: () => invoke("revert_codex_config"),
+  settings: () => invoke("settings"),
+  setSetting: (key, value) => invoke("set_setting", { key, value }),
+  unsetSetting: (key) => invoke("unset_setting", { key }),
+  setStartAtLogin: (enabled) => invoke("set_start_at_login", { enabled }),
 };
 
 /** Opens a web page in the system browser (tauri-plugin-opener), never inside this window. */

@@ -14,6 +14,8 @@ const ERROR_TEXT = {
   store: "The accounts file could not be used",
   port: "The router's port is taken",
   strategy: "Unknown strategy",
+  setting: "That setting was not saved",
+  autostart: "Start at login could not be changed",
   internal: "Something went wrong",
 };
 
@@ -130,18 +132,93 @@ function render(status) {
     el("td", { text: `${r.firstByteMs.toFixed(1)} ms` }))));
 }
 
+/** The settings the dashboard offers; the rest are in `cma settings` and the file. */
+const SHOWN_SETTINGS = ["port", "token_store", "first_byte_timeout_ms", "stream_idle_timeout_ms", "binding_ttl_secs"];
+const LABELS = {
+  port: "Router port", token_store: "Token store", first_byte_timeout_ms: "First byte timeout (ms)",
+  stream_idle_timeout_ms: "Stream idle timeout (ms)", binding_ttl_secs: "Session binding idle time (s)",
+};
+/** A field the user is typing in is not redrawn under their fingers. */
+let editing = null;
+
+function settingNote(s) {
+  if (s.source === "env") return `set by ${s.variable}, which wins over the file`;
+  if (s.restartNeeded) return "saved: takes effect when the app restarts";
+  return s.source === "file" ? "from the file" : `default (${s.allowed})`;
+}
+
+function settingRow(s) {
+  const id = `setting-${s.key}`;
+  const input = s.choices.length > 0
+    ? el("select", { id, name: s.key }, ...s.choices.map((c) => el("option", { value: c, text: c })))
+    : el("input", { id, name: s.key, type: "text", inputmode: "numeric", "aria-describedby": `${id}-note` });
+  input.value = s.value;
+  input.title = s.help;
+  const note = el("span", { id: `${id}-note`, class: s.restartNeeded ? "note restart" : "note", text: settingNote(s) });
+  const row = el("label", { class: "setting", for: id, dataset: { key: s.key } },
+    el("span", { class: "name", text: LABELS[s.key] ?? s.key }), input, note);
+  input.addEventListener("focus", () => { editing = s.key; });
+  input.addEventListener("blur", () => { if (editing === s.key) editing = null; });
+  input.addEventListener("change", () => saveSetting(row, s.key, input.value));
+  return row;
+}
+
+async function saveSetting(row, key, value) {
+  const message = $("#settings-message");
+  try {
+    // An emptied field gives the setting back to the environment or the default.
+    const outcome = value.trim() === "" ? await commands.unsetSetting(key) : await commands.setSetting(key, value);
+    delete row.dataset.refused;
+    message.textContent = outcome.message;
+    message.hidden = false;
+    $("#error").hidden = true;
+  } catch (error) {
+    row.dataset.refused = "true";
+    showError(error);
+  }
+  editing = null;
+  await refreshSettings();
+}
+
+function renderSettings(view) {
+  $("#settings-file").textContent = view.file;
+  const problems = $("#settings-problems");
+  problems.textContent = view.problems.map((p) => p.message).join(" ");
+  problems.hidden = view.problems.length === 0;
+  $("#start-at-login").checked = view.startAtLogin;
+  const form = $("#settings-form");
+  for (const key of SHOWN_SETTINGS) {
+    const s = view.settings.find((x) => x.key === key);
+    if (!s || editing === key) continue;
+    const old = form.querySelector(`[data-key="${key}"]`);
+    const row = settingRow(s);
+    if (old?.dataset.refused) row.dataset.refused = "true";
+    if (old) old.replaceWith(row); else form.append(row);
+  }
+}
+
+async function refreshSettings() {
+  try {
+    renderSettings(await commands.settings());
+  } catch (error) {
+    showError(error);
+  }
+}
+
 async function refresh() {
   try {
     render(await commands.status());
   } catch (error) {
     showError(error);
   }
+  await refreshSettings();
 }
 
 $("#add-account").addEventListener("click", () => act(commands.addAccount()));
 $("#strategy").addEventListener("change", (e) => act(commands.setStrategy(e.target.value)));
 $("#codex-apply").addEventListener("click", () => act(commands.applyCodexConfig()));
 $("#codex-revert").addEventListener("click", () => act(commands.revertCodexConfig()));
+$("#start-at-login").addEventListener("change", (e) => act(commands.setStartAtLogin(e.target.checked)));
 // Web links open in the system browser; the window only ever shows the dashboard.
 document.addEventListener("click", (event) => {
   const link = event.target?.closest?.("a[href^='https://']");

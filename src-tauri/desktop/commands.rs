@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use super::dashboard::{self, CommandError};
 use super::tray::{Desktop, RouterSlot};
-use super::{Shell, UserEvent};
+use super::{autostart, Shell, UserEvent};
 use crate::app::{self, AccountChange, AccountSelector, AppError};
 use crate::codex_config::CodexConfig;
 use crate::oauth::{self, BrowserLoginOptions};
@@ -22,6 +22,8 @@ impl From<AppError> for CommandError {
             AppError::Message(_) => "failed",
             AppError::Login(_) => "login",
             AppError::AlreadyRunning { .. } | AppError::PortBusy { .. } => "port",
+            // The page has one message for every refused or unsaved setting; the detail says which.
+            AppError::Settings(_) => "setting",
             _ => "internal",
         };
         CommandError::new(code, e.to_string())
@@ -55,6 +57,20 @@ pub enum Call {
     },
     ApplyCodexConfig,
     RevertCodexConfig,
+    /// Every setting with its value in effect and where it comes from, and start at login.
+    Settings,
+    /// Writes one setting to `settings.toml`; a value out of range is refused.
+    SetSetting {
+        key: String,
+        value: String,
+    },
+    /// Takes a setting out of `settings.toml`: the environment or the default applies.
+    UnsetSetting {
+        key: String,
+    },
+    SetStartAtLogin {
+        enabled: bool,
+    },
 }
 
 impl Call {
@@ -70,6 +86,10 @@ impl Call {
             "set_strategy",
             "apply_codex_config",
             "revert_codex_config",
+            "settings",
+            "set_setting",
+            "unset_setting",
+            "set_start_at_login",
         ]
     }
 
@@ -129,7 +149,59 @@ pub async fn dispatch(app: &Shell, call: &str, args: Value) -> Reply<Value> {
         Call::RevertCodexConfig => change(app, |s| app::revert_codex(s).map(drop))
             .await
             .map(done),
+        Call::Settings => serde_json::to_value(settings(app)).map_err(CommandError::internal),
+        Call::SetSetting { key, value } => {
+            let outcome = set_setting(app, &key, &value)?;
+            serde_json::to_value(outcome).map_err(CommandError::internal)
+        }
+        Call::UnsetSetting { key } => {
+            let paths = &app.desktop.settings.paths;
+            let outcome = app::unset_setting(paths, &environment, &key)?;
+            changed(app);
+            serde_json::to_value(outcome).map_err(CommandError::internal)
+        }
+        Call::SetStartAtLogin { enabled } => {
+            let result = autostart::set(&app.app, enabled);
+            changed(app);
+            result
+                .map(done)
+                .map_err(|e| CommandError::new("autostart", e))
+        }
     }
+}
+
+/// What the dashboard's settings section shows.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SettingsStatus {
+    #[serde(flatten)]
+    pub overview: app::SettingsOverview,
+    pub start_at_login: bool,
+}
+
+fn environment(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+fn settings(app: &Shell) -> SettingsStatus {
+    let running = &app.desktop.settings;
+    SettingsStatus {
+        overview: app::settings_view(&running.paths, &environment, Some(running)),
+        start_at_login: autostart::is_enabled(&app.app),
+    }
+}
+
+/// Writes a setting. The strategy also applies at once (the router switches it live); the
+/// rest waits for a restart, which the outcome says.
+fn set_setting(app: &Shell, key: &str, value: &str) -> Reply<app::SetOutcome> {
+    let outcome = app::set_setting(&app.desktop.settings.paths, &environment, key, value)?;
+    if outcome.key == "strategy" && outcome.overridden_by.is_none() {
+        if let Some(strategy) = Strategy::parse(&outcome.value) {
+            apply_strategy(app, strategy);
+        }
+    }
+    changed(app);
+    Ok(outcome)
 }
 
 #[derive(Serialize)]
@@ -191,16 +263,31 @@ pub fn changed(app: &Shell) {
     dashboard::notify_changed(app);
 }
 
-fn set_strategy(app: &Shell, strategy: &str) -> Reply<()> {
-    let strategy = Strategy::parse(strategy)
+/// Switches the strategy for new sessions now and keeps it in `settings.toml` for the next
+/// start (the tray's menu and the dashboard both come here).
+pub fn set_strategy(app: &Shell, strategy: &str) -> Reply<()> {
+    let parsed = Strategy::parse(strategy)
         .ok_or_else(|| CommandError::new("strategy", format!("unknown strategy {strategy:?}")))?;
-    let desktop = &app.desktop;
-    if let RouterSlot::Running(router) = &*desktop.router.lock().unwrap_or_else(|p| p.into_inner())
-    {
+    apply_strategy(app, parsed);
+    let saved = app::set_setting(
+        &app.desktop.settings.paths,
+        &environment,
+        "strategy",
+        parsed.name(),
+    );
+    changed(app);
+    saved.map(drop).map_err(|e| {
+        CommandError::new(
+            "setting",
+            format!("{} is used now but not saved: {e}", parsed.name()),
+        )
+    })
+}
+
+fn apply_strategy(app: &Shell, strategy: Strategy) {
+    if let RouterSlot::Running(router) = &*super::lock(&app.desktop.router) {
         router.state.routing().set_strategy(strategy);
     }
-    changed(app);
-    Ok(())
 }
 
 /// Starts the browser login, for a new account or for `wanted`'s new login; it finishes in

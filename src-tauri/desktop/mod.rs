@@ -118,6 +118,15 @@ pub fn main() -> ExitCode {
                 app: app.handle().clone(),
             };
             app.manage(shell.clone());
+            // A settings file with problems is used in part or not at all: the menu says so.
+            if !settings.file_problems.is_empty() {
+                let problems: Vec<String> = settings
+                    .file_problems
+                    .iter()
+                    .map(|p| p.to_string())
+                    .collect();
+                shell.desktop.set_notice(Some(problems.join(" ")));
+            }
             match tray::Tray::create(&shell) {
                 Ok(t) => *lock(&shell.desktop.tray) = Some(t),
                 Err(e) => eprintln!("error: the tray icon could not be created: {e}"),
@@ -132,6 +141,8 @@ pub fn main() -> ExitCode {
                     ticker.send(UserEvent::Refresh);
                 }
             });
+            #[cfg(unix)]
+            shell.runtime.spawn(stop_on_terminate(shell.clone()));
             if show_dashboard {
                 dashboard::open(&shell);
             }
@@ -146,20 +157,22 @@ pub fn main() -> ExitCode {
         }
     };
     app.run(|app, event| match event {
-        // Quit, Cmd-Q, a logout or `app.exit`: the router stops first (streams finish, the
-        // bindings are saved), then the app goes.
-        RunEvent::ExitRequested { api, .. } => {
-            let Some(shell) = app.try_state::<Shell>() else {
-                return;
-            };
-            if !shell.desktop.stopped.load(Ordering::SeqCst) {
-                api.prevent_exit();
-                stop_and_exit(&shell);
-            }
-        }
+        // Cmd-Q, a logout or a shutdown: the router stops before the process ends (streams
+        // finish, the bindings are saved), within a deadline so the system is not held up.
+        // Quit in the menu has stopped it already (`stop_and_exit`).
         RunEvent::Exit => {
             if let Some(shell) = app.try_state::<Shell>() {
                 dashboard::close(&shell);
+                let slot = std::mem::replace(
+                    &mut *lock(&shell.desktop.router),
+                    tray::RouterSlot::Starting,
+                );
+                if let tray::RouterSlot::Running(router) = slot {
+                    let stopped = tokio::time::timeout(STOP_DEADLINE, router.stop());
+                    if shell.runtime.block_on(stopped).is_err() {
+                        tracing::warn!("the router did not stop within {STOP_DEADLINE:?}");
+                    }
+                }
             }
         }
         // macOS: a re-open from Finder or the Dock opens the dashboard.
@@ -193,8 +206,8 @@ fn on_event(shell: &Shell, event: UserEvent) {
     }
 }
 
-/// Stops the router (at most `STOP_DEADLINE`), then asks the app to exit again; once stopped,
-/// the exit goes through.
+/// Quit: stops the router off the main thread (at most `STOP_DEADLINE`, while the tray stays
+/// responsive), then ends the app.
 pub(crate) fn stop_and_exit(shell: &Shell) {
     if shell.desktop.stopping.swap(true, Ordering::SeqCst) {
         return;
@@ -213,9 +226,20 @@ pub(crate) fn stop_and_exit(shell: &Shell) {
                 tracing::warn!("the router did not stop within {STOP_DEADLINE:?}; leaving anyway");
             }
         }
-        shell.desktop.stopped.store(true, Ordering::SeqCst);
         shell.send(UserEvent::Exit);
     });
+}
+
+/// A logout or shutdown on Linux sends SIGTERM: the router stops as on Quit.
+#[cfg(unix)]
+async fn stop_on_terminate(shell: Shell) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut terminate) = signal(SignalKind::terminate()) else {
+        return;
+    };
+    if terminate.recv().await.is_some() {
+        stop_and_exit(&shell);
+    }
 }
 
 /// Starts the router (or attaches to one already serving the port), then redraws the tray

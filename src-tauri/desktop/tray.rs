@@ -31,10 +31,8 @@ pub struct Desktop {
     pub dashboard: Mutex<Option<super::dashboard::Handle>>,
     /// The tray icon; touched on the main thread only.
     pub tray: Mutex<Option<Tray>>,
-    /// The router is being stopped for the app to exit.
+    /// Quit was chosen: the router is being stopped for the app to exit.
     pub stopping: AtomicBool,
-    /// The router has stopped: an exit request goes through.
-    pub stopped: AtomicBool,
 }
 
 pub enum RouterSlot {
@@ -54,7 +52,6 @@ impl Desktop {
             dashboard: Mutex::new(None),
             tray: Mutex::new(None),
             stopping: AtomicBool::new(false),
-            stopped: AtomicBool::new(false),
         }
     }
 
@@ -188,9 +185,8 @@ pub fn on_menu(shell: &Shell, id: MenuId) {
         MenuId::Relogin(key) => commands::start_login(shell, Some(key)),
         MenuId::OpenDashboard => dashboard::open(shell),
         MenuId::SetStrategy(strategy) => {
-            if let RouterSlot::Running(router) = &*lock(&desktop.router) {
-                router.state.routing().set_strategy(strategy);
-            }
+            let result = commands::set_strategy(shell, strategy.name());
+            desktop.set_notice(result.err().map(|e| e.message));
             commands::changed(shell);
         }
         MenuId::StartAtLogin => {

@@ -233,3 +233,96 @@ async fn dashboard_closed_during_a_login_the_login_still_completes() {
     let _ = d.cmd(Method::DELETE, "", None).await;
     d.session = None;
 }
+
+/// The settings section as shown: each row's value and note, the message and the error.
+const SETTINGS: &str = r#"
+const rows = {};
+for (const row of document.querySelectorAll('#settings-form .setting[data-key]')) {
+  const input = row.querySelector('input, select');
+  rows[row.dataset.key] = { value: input.value, note: row.querySelector('.note').textContent,
+    refused: row.dataset.refused === 'true' };
+}
+const e = document.querySelector('#error'), m = document.querySelector('#settings-message');
+return { rows, startAtLogin: document.querySelector('#start-at-login').checked,
+  file: document.querySelector('#settings-file').textContent,
+  message: m.hidden ? null : m.textContent,
+  error: e.hidden ? null : { code: e.getAttribute('data-code'), text: e.textContent } };"#;
+
+/// Polls the settings section every 250 ms, up to 10 s, until `check` accepts it.
+async fn settings_until<T>(d: &Dashboard, what: &str, check: impl Fn(&Value) -> Option<T>) -> T {
+    let mut last = Value::Null;
+    for _ in 0..40 {
+        last = d.script(SETTINGS, true).await.unwrap_or_default();
+        if let Some(found) = check(&last) {
+            return found;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    d.screenshot("failed").await;
+    panic!("the settings section did not show {what} within 10 s; it shows {last:#}");
+}
+
+#[tokio::test]
+async fn dashboard_settings_are_saved_to_the_file_and_bad_values_are_refused() {
+    let Some(d) = Dashboard::open(|_| {}).await else {
+        return;
+    };
+    let file = d.dir.path().join("settings.toml");
+    let shown = settings_until(&d, "its rows", |s| {
+        s["rows"]["binding_ttl_secs"].is_object().then(|| s.clone())
+    })
+    .await;
+    // The port comes from the environment here, and the section says so.
+    let port = &shown["rows"]["port"];
+    assert_eq!(
+        port["value"],
+        d.router.rsplit(':').next().unwrap(),
+        "{shown:#}"
+    );
+    let note = port["note"].as_str().unwrap_or("");
+    assert!(note.contains("CODEX_PROXY_PORT"), "{shown:#}");
+    assert_eq!(shown["file"], file.display().to_string());
+
+    // Out of range: refused with the allowed values, and nothing is written.
+    for (field, bad, allowed) in [("port", "0", "1"), ("binding_ttl_secs", "soon", "number")] {
+        d.type_into(&format!("#setting-{field}"), bad)
+            .await
+            .unwrap();
+        let error = settings_until(&d, &format!("{field} = {bad} refused"), |s| {
+            let refused = s["rows"][field]["refused"] == true;
+            (refused && s["error"]["code"] == "setting").then(|| s["error"]["text"].clone())
+        })
+        .await;
+        let text = error.as_str().unwrap_or("").to_lowercase();
+        assert!(
+            text.contains(bad) && text.contains(allowed),
+            "names value and rule: {error}"
+        );
+    }
+    assert!(!file.exists(), "a refused value writes nothing");
+
+    // A good value goes to the file and waits for a restart, which the row says.
+    d.type_into("#setting-binding_ttl_secs", "7200")
+        .await
+        .unwrap();
+    settings_until(&d, "7200 saved", |s| {
+        let row = &s["rows"]["binding_ttl_secs"];
+        let restart = row["note"].as_str()?.contains("restart");
+        (row["value"] == "7200" && restart && s["error"].is_null()).then_some(())
+    })
+    .await;
+    let written = std::fs::read_to_string(&file).expect("settings.toml written");
+    assert!(written.contains("binding_ttl_secs = 7200"), "{written}");
+
+    // Start at login: the XDG entry appears under the app's HOME.
+    d.click("#start-at-login", 20).await.unwrap();
+    let entry = d
+        .dir
+        .path()
+        .join("home/.config/autostart/Codex App Account Router.desktop");
+    settings_until(&d, "start at login on", |s| {
+        (s["startAtLogin"] == true && entry.exists()).then_some(())
+    })
+    .await;
+    d.finish("6-settings").await;
+}

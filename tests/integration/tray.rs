@@ -244,4 +244,17 @@ async fn tray_start_at_login_recognises_an_older_entry_and_writes_one_entry() {
         exec.contains(APP) && exec.ends_with("--minimized"),
         "starts this app, tray only: {exec:?}"
     );
+
+    // A logout sends SIGTERM: the router stops and the app exits cleanly.
+    let mut tray = tray;
+    let pid = tray.app.id().to_string();
+    run("kill", &["-TERM", &pid]).expect("kill sends SIGTERM");
+    let status = wait_for("the app to exit after SIGTERM", || {
+        tray.app.try_wait().ok().flatten()
+    })
+    .await;
+    assert!(status.success(), "a clean exit: {status}");
+    let port = tray.router.rsplit(':').next().unwrap_or("0").parse::<u16>();
+    let refused = std::net::TcpStream::connect(("127.0.0.1", port.unwrap()));
+    assert!(refused.is_err(), "the router's port is closed");
 }

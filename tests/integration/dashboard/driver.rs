@@ -289,6 +289,27 @@ impl Dashboard {
         Err(format!("could not click {css}: {last}"))
     }
 
+    /// Replaces the text of the field `css` with `text` and presses Enter (one change event);
+    /// tries again for up to 5 s when a redraw replaced the field meanwhile.
+    pub(crate) async fn type_into(&self, css: &str, text: &str) -> Result<(), String> {
+        let mut last = String::new();
+        for _ in 0..20 {
+            let typed = async {
+                let element = self.find(css).await?;
+                let path = format!("/element/{element}/value");
+                // Ctrl+A selects what is there, so the typing replaces it in one change.
+                let keys = json!({ "text": format!("\u{E009}a\u{E009}{text}\u{E007}") });
+                self.cmd(Method::POST, &path, Some(keys)).await
+            };
+            match typed.await {
+                Ok(_) => return Ok(()),
+                Err(e) => last = e,
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        Err(format!("could not type into {css}: {last}"))
+    }
+
     pub(crate) async fn script(&self, js: &str, sync: bool) -> Result<Value, String> {
         let path = ["/execute/async", "/execute/sync"][usize::from(sync)];
         let body = json!({"script": js, "args": []});

@@ -172,7 +172,7 @@ impl TrayHost {
         // The last test's tray must be gone: only one program can own the system tray.
         let gone = || find_window("--name", "^panel$").is_none().then_some(());
         wait_for("the last tray host to go away", gone).await;
-        for _ in 0..3 {
+        for _ in 0..5 {
             let log = std::env::temp_dir().join(format!("trayer-{}.log", std::process::id()));
             let trayer = Command::new("trayer")
                 .args(["--edge", "top", "--align", "right", "--widthtype", "pixel"])
@@ -202,8 +202,10 @@ impl TrayHost {
             }
             let said = std::fs::read_to_string(&log).unwrap_or_default();
             eprintln!("tray: trayer showed no panel ({}); again", said.trim());
+            drop(host);
+            tokio::time::sleep(Duration::from_millis(500)).await;
         }
-        panic!("trayer did not start a tray panel in three tries");
+        panic!("trayer did not start a tray panel in five tries");
     }
 }
 
