@@ -176,7 +176,7 @@ async function saveSetting(row, key, value) {
     row.dataset.refused = "true";
     showError(error);
   }
-  editing = null;
+  if (editing === key) editing = null;
   await refreshSettings();
 }
 

@@ -55,7 +55,18 @@ fn run_command(exe: &str, args: &[&str]) -> String {
     command
 }
 
-/// Rewrites the Run value the plugin just wrote with the path quoted.
+/// An entry written by an earlier version (unquoted) is rewritten quoted at start.
+#[cfg(windows)]
+pub fn quote_existing_entry(app: &AppHandle) {
+    if is_enabled(app) {
+        if let Err(e) = quote_run_entry() {
+            tracing::warn!("{e}");
+        }
+    }
+}
+
+/// Rewrites the Run value the plugin just wrote with the path quoted. The plugin writes the
+/// per-user key (HKCU) unless the app runs elevated; this writes HKCU only.
 #[cfg(windows)]
 fn quote_run_entry() -> Result<(), String> {
     const RUN: &str = r"SOFTWARE\Microsoft\Windows\CurrentVersion\Run";

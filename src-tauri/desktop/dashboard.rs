@@ -14,6 +14,8 @@ use super::{commands, Shell};
 
 /// The dashboard's binary, beside the tray app's own.
 const WINDOW_BINARY: &str = "codex-app-account-router-dashboard";
+/// WebKitGTK's switch for accelerated compositing (Linux only; other systems ignore it).
+const COMPOSITING: &str = "WEBKIT_DISABLE_COMPOSITING_MODE";
 /// The dashboard window's label (the capability in `capabilities/default.json` names it).
 pub const WINDOW_LABEL: &str = "dashboard";
 /// The event the page listens to for a fresh status.
@@ -135,7 +137,14 @@ pub fn notify_changed(app: &Shell) {
 fn spawn(app: &Shell) -> std::io::Result<Handle> {
     let exe = std::env::current_exe()?.with_file_name(WINDOW_BINARY);
     let exe = exe.with_extension(std::env::consts::EXE_EXTENSION);
-    let mut child = Command::new(&exe)
+    let mut command = Command::new(&exe);
+    // A page of text and bars needs no GPU compositing; without it WebKit's web process
+    // holds about 70 MB less (measured under Xvfb: 90 MB PSS instead of 161). A user's own
+    // setting wins.
+    if std::env::var_os(COMPOSITING).is_none() {
+        command.env(COMPOSITING, "1");
+    }
+    let mut child = command
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()?;

@@ -151,6 +151,18 @@ impl TrayMenu {
                 return false;
             }
         }
+        // A click flips a check item by itself (muda does, on every system) even when the
+        // model stays the same, as when the strategy already in use is chosen again: every
+        // check is put back to what the model says.
+        for line in lines(entries).iter().filter(|l| l.kind == Kind::Check) {
+            if let Some(Item::Check(item)) = self.items.get(&line.id) {
+                if item.is_checked().is_ok_and(|shown| shown != line.checked)
+                    && item.set_checked(line.checked).is_err()
+                {
+                    return false;
+                }
+            }
+        }
         self.shown = entries.to_vec();
         true
     }

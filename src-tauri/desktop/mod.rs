@@ -28,8 +28,15 @@ use tray_model::{MenuId, RouterState};
 const TICK: Duration = Duration::from_secs(30);
 /// The app's name, as the tray, notifications and the start-at-login entry show it.
 pub const APP_NAME: &str = "Codex App Account Router";
-/// How long Quit, Cmd-Q or a logout waits for streams in flight before the app goes anyway.
+/// How long Quit waits for streams in flight before the app goes anyway.
 const STOP_DEADLINE: Duration = Duration::from_secs(10);
+/// The same at a logout or shutdown, which the system allows only a few seconds (Windows
+/// ends a program about 5 s after `WM_ENDSESSION`).
+const EXIT_DEADLINE: Duration = Duration::from_secs(3);
+
+/// A second launch that asked for the dashboard before the app was set up.
+#[derive(Default)]
+struct EarlyLaunch(std::sync::atomic::AtomicBool);
 
 /// What the main thread (which owns the tray) is asked to do.
 #[derive(Debug)]
@@ -89,12 +96,23 @@ pub fn main() -> ExitCode {
     let show_dashboard = !args.iter().any(|a| a == "--minimized");
     let built = tauri::Builder::default()
         // First, so that a second launch hands over before anything else starts.
+        .manage(EarlyLaunch::default())
         .plugin(tauri_plugin_single_instance::init(|app, argv, _cwd| {
-            if let Some(shell) = app.try_state::<Shell>() {
-                shell.send(match argv.iter().any(|a| a == "--close-dashboard") {
-                    true => UserEvent::CloseDashboard,
-                    false => UserEvent::OpenDashboard,
-                });
+            // A second login entry (`--minimized`) must not open the dashboard at each login.
+            if argv.iter().any(|a| a == "--minimized") {
+                return;
+            }
+            let event = match argv.iter().any(|a| a == "--close-dashboard") {
+                true => UserEvent::CloseDashboard,
+                false => UserEvent::OpenDashboard,
+            };
+            match app.try_state::<Shell>() {
+                Some(shell) => shell.send(event),
+                // Before `setup` ran: it opens the dashboard when it does.
+                None => {
+                    let open = matches!(event, UserEvent::OpenDashboard);
+                    app.state::<EarlyLaunch>().0.store(open, Ordering::SeqCst);
+                }
             }
         }))
         .plugin(autostart::plugin())
@@ -143,7 +161,10 @@ pub fn main() -> ExitCode {
             });
             #[cfg(unix)]
             shell.runtime.spawn(stop_on_terminate(shell.clone()));
-            if show_dashboard {
+            #[cfg(windows)]
+            autostart::quote_existing_entry(&shell.app);
+            let asked = app.state::<EarlyLaunch>().0.load(Ordering::SeqCst);
+            if show_dashboard || asked {
                 dashboard::open(&shell);
             }
             Ok(())
@@ -157,9 +178,9 @@ pub fn main() -> ExitCode {
         }
     };
     app.run(|app, event| match event {
-        // Cmd-Q, a logout or a shutdown: the router stops before the process ends (streams
-        // finish, the bindings are saved), within a deadline so the system is not held up.
-        // Quit in the menu has stopped it already (`stop_and_exit`).
+        // A logout or a shutdown: the router stops before the process ends (streams finish,
+        // the bindings are saved), within a deadline so the system is not held up. Quit in
+        // the menu has stopped it already (`stop_and_exit`).
         RunEvent::Exit => {
             if let Some(shell) = app.try_state::<Shell>() {
                 dashboard::close(&shell);
@@ -168,9 +189,9 @@ pub fn main() -> ExitCode {
                     tray::RouterSlot::Starting,
                 );
                 if let tray::RouterSlot::Running(router) = slot {
-                    let stopped = tokio::time::timeout(STOP_DEADLINE, router.stop());
+                    let stopped = tokio::time::timeout(EXIT_DEADLINE, router.stop());
                     if shell.runtime.block_on(stopped).is_err() {
-                        tracing::warn!("the router did not stop within {STOP_DEADLINE:?}");
+                        tracing::warn!("the router did not stop within {EXIT_DEADLINE:?}");
                     }
                 }
             }

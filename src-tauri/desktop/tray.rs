@@ -26,6 +26,8 @@ pub struct Desktop {
     pub settings: Settings,
     pub router: Mutex<RouterSlot>,
     pub notice: Mutex<Option<String>>,
+    /// What is wrong with `settings.toml`, shown while no other notice is.
+    pub settings_notice: Mutex<Option<String>>,
     pub notifier: Mutex<Notifier>,
     /// The dashboard process, while its window is open.
     pub dashboard: Mutex<Option<super::dashboard::Handle>>,
@@ -48,6 +50,7 @@ impl Desktop {
             settings,
             router: Mutex::new(RouterSlot::Starting),
             notice: Mutex::new(None),
+            settings_notice: Mutex::new(None),
             notifier: Mutex::new(Notifier::default()),
             dashboard: Mutex::new(None),
             tray: Mutex::new(None),
@@ -126,6 +129,7 @@ impl Tray {
         let desktop = &shell.desktop;
         let (router, accounts, strategy) = desktop.snapshot();
         let notice = lock(&desktop.notice).clone();
+        let notice = notice.or_else(|| lock(&desktop.settings_notice).clone());
         let input = TrayInput {
             router: &router,
             accounts: &accounts,

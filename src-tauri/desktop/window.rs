@@ -82,6 +82,10 @@ pub fn main() -> ExitCode {
             move |call| invoke(call, &pending)
         })
         .setup(move |app| {
+            // The bundle's Info.plist makes the tray app an agent; the window is a normal app
+            // while it is open (Dock, Cmd-Tab, an Edit menu for copy and paste).
+            #[cfg(target_os = "macos")]
+            app.set_activation_policy(tauri::ActivationPolicy::Regular);
             tauri::WebviewWindowBuilder::new(
                 app,
                 WINDOW_LABEL,

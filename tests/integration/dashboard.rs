@@ -284,7 +284,11 @@ async fn dashboard_settings_are_saved_to_the_file_and_bad_values_are_refused() {
     assert_eq!(shown["file"], file.display().to_string());
 
     // Out of range: refused with the allowed values, and nothing is written.
-    for (field, bad, allowed) in [("port", "0", "1"), ("binding_ttl_secs", "soon", "number")] {
+    let rules = [
+        ("port", "0", "from 1 to 65535"),
+        ("binding_ttl_secs", "soon", "number"),
+    ];
+    for (field, bad, allowed) in rules {
         d.type_into(&format!("#setting-{field}"), bad)
             .await
             .unwrap();
@@ -294,10 +298,8 @@ async fn dashboard_settings_are_saved_to_the_file_and_bad_values_are_refused() {
         })
         .await;
         let text = error.as_str().unwrap_or("").to_lowercase();
-        assert!(
-            text.contains(bad) && text.contains(allowed),
-            "names value and rule: {error}"
-        );
+        let named = text.contains(&format!("\"{bad}\"")) && text.contains(allowed);
+        assert!(named, "names the value and the rule: {error}");
     }
     assert!(!file.exists(), "a refused value writes nothing");
 
