@@ -100,7 +100,7 @@ impl StartupEntry {
                 let mut unit = format!(
                     "[Unit]\nDescription=Codex App Account Router (cma start)\nAfter=network-online.target\n\n\
                      [Service]\nType=simple\nExecStart={} start\nRestart=on-failure\nRestartSec=5\n",
-                    systemd_quote(&bin)
+                    systemd_command(&bin)
                 );
                 for (k, v) in env {
                     unit.push_str(&format!("Environment={}\n", systemd_quote(&format!("{k}={v}"))));
@@ -187,15 +187,25 @@ fn looks_temporary(binary: &Path, home: &Path) -> bool {
     build_dir || (binary.starts_with(std::env::temp_dir()) && !binary.starts_with(home))
 }
 
+/// One word of a unit line, read back by systemd as exactly `value`: quoted when it holds a
+/// space, a quote or a backslash, and every `%` doubled, since systemd expands `%h`, `%u`...
+/// (specifiers) in `ExecStart=` and `Environment=` alike, even inside quotes.
 fn systemd_quote(value: &str) -> String {
+    let value = value.replace('%', "%%");
     if value
         .chars()
         .any(|c| c.is_whitespace() || c == '"' || c == '\\')
     {
         format!("\"{}\"", value.replace('\\', "\\\\").replace('"', "\\\""))
     } else {
-        value.to_string()
+        value
     }
+}
+
+/// The program of `ExecStart=`: also `$` doubled, which systemd would take there (and only
+/// there) for a variable of the unit's environment.
+fn systemd_command(path: &str) -> String {
+    systemd_quote(&path.replace('$', "$$"))
 }
 
 fn xml_escape(text: &str) -> String {
@@ -237,6 +247,24 @@ mod tests {
         let win = entry(Platform::Windows, home.path())
             .render(Path::new("C:\\Program Files\\cma.exe"), &[]);
         assert!(win.contains("<LogonTrigger>") && win.contains("<RestartOnFailure>"));
+    }
+
+    #[test]
+    fn a_percent_in_a_path_reaches_systemd_as_a_literal_percent() {
+        let home = tempfile::tempdir().unwrap();
+        let unit = entry(Platform::Linux, home.path()).render(
+            Path::new("/home/50%h off/$HOME/cma"),
+            &[("CODEX_HOME".into(), "/home/%u/.codex".into())],
+        );
+        let lines: Vec<&str> = unit.lines().collect();
+        assert!(
+            lines.contains(&"ExecStart=\"/home/50%%h off/$$HOME/cma\" start"),
+            "{unit}"
+        );
+        assert!(
+            lines.contains(&"Environment=CODEX_HOME=/home/%%u/.codex"),
+            "{unit}"
+        );
     }
 
     #[test]

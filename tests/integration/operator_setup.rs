@@ -195,26 +195,7 @@ async fn install_startup_writes_one_verified_systemd_unit_for_the_installed_bina
         .count();
     assert_eq!(units, 1, "installing twice left {units} files");
 
-    let runtime = m.path("run");
-    std::fs::create_dir_all(&runtime).unwrap();
-    let verify = std::process::Command::new("systemd-analyze")
-        .args(["verify", "--user"])
-        .arg(m.path(UNIT))
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", m.path("home"))
-        .env("XDG_RUNTIME_DIR", &runtime)
-        .output();
-    match verify {
-        Ok(out) => {
-            let said = String::from_utf8_lossy(&out.stderr).to_string();
-            assert!(
-                out.status.success() && said.trim().is_empty(),
-                "systemd-analyze verify: {said}\n{unit}"
-            );
-        }
-        Err(e) => eprintln!("systemd-analyze is unavailable ({e}): the unit was not verified"),
-    }
+    verify_unit(&m, &m.path(UNIT), &m.path("home"));
 
     let out = m.run_at(&bin, &["uninstall-startup", "--no-activate"]);
     assert!(out.ok && !m.path(UNIT).exists(), "{out}");
@@ -231,6 +212,58 @@ async fn install_startup_writes_one_verified_systemd_unit_for_the_installed_bina
         "a build-folder binary was installed: {built}"
     );
     has(&built.stderr, "install cma first");
+}
+
+/// `systemd-analyze verify --user` on `unit` with `home` as HOME: silent, or the test fails.
+#[cfg(target_os = "linux")]
+fn verify_unit(m: &Machine, unit: &Path, home: &Path) {
+    let text = read(unit);
+    let runtime = m.path("run");
+    std::fs::create_dir_all(&runtime).unwrap();
+    let verify = std::process::Command::new("systemd-analyze")
+        .args(["verify", "--user"])
+        .arg(unit)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", home)
+        .env("XDG_RUNTIME_DIR", &runtime)
+        .output();
+    match verify {
+        Ok(out) => {
+            let said = String::from_utf8_lossy(&out.stderr).to_string();
+            assert!(
+                out.status.success() && said.trim().is_empty(),
+                "systemd-analyze verify: {said}\n{text}"
+            );
+        }
+        Err(e) => eprintln!("systemd-analyze is unavailable ({e}): the unit was not verified"),
+    }
+}
+
+/// systemd reads `%h`, `%u`... in `ExecStart=` and `Environment=` as specifiers: a `%` in the
+/// home, the binary's folder or a variable must reach the unit as `%%`, or the router would
+/// start another path (here `%h` would become the home) or not start at all.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn install_startup_escapes_a_percent_in_the_home_and_binary_paths_for_systemd() {
+    let mut m = Machine::new(&[]).await;
+    let home = m.path("home 100%h");
+    let bin = home.join(".local/bin/cma");
+    std::fs::create_dir_all(bin.parent().unwrap()).unwrap();
+    std::fs::hard_link(m.installed_cma(), &bin).unwrap();
+    m.set("HOME", home.display());
+    m.set("CODEX_HOME", m.path("codex 50%u").display());
+    let out = m.run_at(&bin, &["install-startup", "--no-activate"]);
+    assert!(out.ok, "{out}");
+    let unit = home.join(".config/systemd/user/codex-app-account-router.service");
+    let text = read(&unit);
+    let escaped = |p: &Path| p.display().to_string().replace('%', "%%");
+    let lines: Vec<&str> = text.lines().collect();
+    let exec = format!("ExecStart=\"{}\" start", escaped(&bin));
+    assert!(lines.contains(&exec.as_str()), "{exec}\n{text}");
+    let codex_home = format!("Environment=\"CODEX_HOME={}\"", escaped(&m.codex_home()));
+    assert!(lines.contains(&codex_home.as_str()), "{codex_home}\n{text}");
+    verify_unit(&m, &unit, &home);
 }
 
 /// `codex exec --skip-git-repo-check --json "say hi"` in the machine, killed after 60 s, and
