@@ -32,6 +32,8 @@ pub enum AccountsError {
     Vault(#[from] crate::store::VaultError),
     #[error("waiting for another process's token refresh failed: {0}")]
     Lock(String),
+    #[error("the token refresh stopped unexpectedly: {0}")]
+    RefreshTask(String),
 }
 
 /// An account as the router holds it in memory.

@@ -4,6 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tracing::Instrument;
+
 use super::{AccountsError, Credentials, Pool};
 use crate::oauth::{self, RefreshError};
 use crate::sensitive::{AccessToken, RefreshToken};
@@ -13,7 +15,24 @@ use crate::store::{NeedsLogin, StoredSecret, TokenSet};
 const CROSS_PROCESS_WAIT: Duration = Duration::from_secs(60);
 
 impl Pool {
+    /// Refreshes `key` (or takes what a concurrent refresh got). Once a refresh token is
+    /// sent the issuer has spent it, so the refresh runs as a task of its own: a caller that
+    /// goes away (Codex interrupted, a client timeout, a closed socket) drops only its wait,
+    /// never the answer or its save.
     pub(super) async fn refresh_single_flight(
+        &self,
+        key: &str,
+        now_ms: i64,
+        stale_generation: Option<u64>,
+    ) -> Result<Credentials, AccountsError> {
+        let pool = self.clone();
+        let key = key.to_string();
+        tokio::spawn(async move { pool.refresh_detached(&key, now_ms, stale_generation).await })
+            .await
+            .map_err(|e| AccountsError::RefreshTask(e.to_string()))?
+    }
+
+    async fn refresh_detached(
         &self,
         key: &str,
         now_ms: i64,
@@ -45,9 +64,21 @@ impl Pool {
         }
 
         let refresh_token = self.refresh_token(key)?;
+        // `instrument`, not `enter`: a guard held across an await would tag whatever else
+        // this worker thread runs meanwhile with this account.
         let span = tracing::info_span!("refresh", account = %self.display_name(key));
-        let _enter = span.enter();
-        match oauth::refresh(&self.inner.http, &self.inner.token_url, &refresh_token).await {
+        self.spend_refresh_token(key, &refresh_token, now_ms)
+            .instrument(span)
+            .await
+    }
+
+    async fn spend_refresh_token(
+        &self,
+        key: &str,
+        refresh_token: &RefreshToken,
+        now_ms: i64,
+    ) -> Result<Credentials, AccountsError> {
+        match oauth::refresh(&self.inner.http, &self.inner.token_url, refresh_token).await {
             Ok(tokens) => {
                 self.save_refreshed(key, tokens).await;
                 tracing::info!("access token refreshed");

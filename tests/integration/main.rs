@@ -23,6 +23,7 @@ mod operator_doctor;
 mod operator_setup;
 mod sessions;
 mod settings;
+mod refresh_safety;
 mod surface;
 mod tokens;
 #[cfg(all(feature = "desktop", target_os = "linux"))]

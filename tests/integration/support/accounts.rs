@@ -79,6 +79,9 @@ pub(super) struct Account {
     families: Vec<Family>,
     pub refresh_attempts: usize,
     pub fail_next_refresh: Option<(String, u16)>,
+    /// Fields left out of this account's refresh answers; without `refresh_token` the issuer
+    /// does not rotate, as an issuer may (protocol §1.7: each field is optional).
+    pub refresh_omits: Vec<String>,
     pub queue: VecDeque<Behaviour>,
     pub default_behaviour: Behaviour,
     pub usage: Usage,
@@ -122,6 +125,9 @@ pub(super) struct Registry {
     rng: u64,
     serial: u64,
     pub refresh_delay: Duration,
+    /// Waited after a refresh rotated the tokens and before the answer goes out: a client
+    /// that gives up meanwhile has burned its old refresh token without learning the new one.
+    pub refresh_answer_delay: Duration,
     requests: Vec<SeenRequest>,
     pub issuer_requests: Vec<SeenRequest>,
     /// Off for long benchmarks, where keeping every body would only grow memory.
@@ -140,6 +146,7 @@ impl Registry {
             rng: seed | 1,
             serial: 0,
             refresh_delay: Duration::ZERO,
+            refresh_answer_delay: Duration::ZERO,
             requests: Vec::new(),
             issuer_requests: Vec::new(),
             recording: true,
@@ -192,6 +199,7 @@ impl Registry {
             families: Vec::new(),
             refresh_attempts: 0,
             fail_next_refresh: None,
+            refresh_omits: Vec::new(),
             queue: VecDeque::new(),
             default_behaviour: Behaviour::ok(),
             usage: Usage {
@@ -329,8 +337,15 @@ impl Registry {
                 body: refresh_error("refresh_token_reused"),
             };
         }
-        let tokens = self.mint(account, false);
+        let mut tokens = self.mint(account, false);
         let here = TokenRef { account, family };
+        if self.accounts[account]
+            .refresh_omits
+            .iter()
+            .any(|f| f == "refresh_token")
+        {
+            tokens.refresh_token = token.to_owned();
+        }
         self.by_refresh.insert(tokens.refresh_token.clone(), here);
         self.by_access.insert(tokens.access_token.clone(), here);
         let chain = &mut self.accounts[account].families[family];

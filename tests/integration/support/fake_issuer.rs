@@ -248,10 +248,27 @@ async fn refresh(shared: &Shared, refresh_token: &str) -> Response<Body> {
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
-    let outcome = lock(shared).refresh(refresh_token);
+    let (outcome, omits, answer_delay) = {
+        let mut registry = lock(shared);
+        let outcome = registry.refresh(refresh_token);
+        let omits = registry
+            .owner_of_refresh(refresh_token)
+            .map(|i| registry.accounts[i].refresh_omits.clone())
+            .unwrap_or_default();
+        (outcome, omits, registry.refresh_answer_delay)
+    };
+    if !answer_delay.is_zero() {
+        tokio::time::sleep(answer_delay).await;
+    }
     match outcome {
         RefreshOutcome::Issued(tokens, ttl) => {
-            json_response(200, &[], &tokens_json(&tokens, ttl.as_secs()))
+            let mut answer = tokens_json(&tokens, ttl.as_secs());
+            if let Some(fields) = answer.as_object_mut() {
+                for omitted in &omits {
+                    fields.remove(omitted);
+                }
+            }
+            json_response(200, &[], &answer)
         }
         RefreshOutcome::Failed { status, body } => json_response(status, &[], &body),
     }

@@ -204,6 +204,19 @@ impl FakeOpenAi {
         lock(&self.shared).refresh_delay = d;
     }
 
+    /// Rotates first, then waits `d` before answering a refresh: the window in which a
+    /// client that hangs up has lost its refresh token.
+    pub fn set_refresh_answer_delay(&self, d: Duration) {
+        lock(&self.shared).refresh_answer_delay = d;
+    }
+
+    /// Leaves these fields (`refresh_token`, `id_token`, `access_token`) out of the account's
+    /// refresh answers; without `refresh_token` the old one stays valid.
+    pub fn omit_from_refresh_answers(&self, account_id: &str, fields: &[&str]) {
+        lock(&self.shared).account(account_id).refresh_omits =
+            fields.iter().map(|f| (*f).to_owned()).collect();
+    }
+
     /// Revokes the account's current access tokens server-side; its refresh token still works.
     pub fn expire_access_token(&self, account_id: &str) {
         lock(&self.shared).expire_access_token(account_id);
