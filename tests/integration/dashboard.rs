@@ -326,5 +326,5 @@ async fn dashboard_settings_are_saved_to_the_file_and_bad_values_are_refused() {
         (s["startAtLogin"] == true && entry.exists()).then_some(())
     })
     .await;
-    d.finish("6-settings").await;
+    d.finish("7-settings").await;
 }
