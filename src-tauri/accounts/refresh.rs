@@ -158,16 +158,19 @@ impl Pool {
                 record.needs_login = None;
             }
         };
+        // Only what the answer carries: the store keeps its values for the rest.
         let tokens = TokenSet {
             access: access.clone().map(StoredSecret),
             refresh: refresh.clone().map(StoredSecret),
-            id_token: None,
+            id_token: tokens
+                .id_token
+                .map(|t| StoredSecret(t.expose().to_string())),
         };
         let store = self.inner.store.clone();
         let file_key = key.to_string();
         let file_apply = apply.clone();
         let saved = tokio::task::spawn_blocking(move || {
-            store.save_tokens(&file_key, &tokens, expires, None, file_apply)
+            store.save_refreshed_tokens(&file_key, &tokens, expires, file_apply)
         })
         .await;
         match saved {

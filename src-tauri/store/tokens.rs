@@ -34,6 +34,19 @@ impl Store {
         if self.mode == TokenMode::Keychain {
             self.keychain.write(key, tokens)?;
         }
+        self.record_token_write(key, tokens, expires, upsert, apply)
+    }
+
+    /// The file's side of a token write: tokens (file mode) or where they are (keychain
+    /// mode), the expiry, `tokensUpdatedAt` so other processes reload, and `apply`.
+    fn record_token_write(
+        &self,
+        key: &str,
+        tokens: &TokenSet,
+        expires: Option<i64>,
+        upsert: Option<AccountRecord>,
+        apply: impl FnOnce(&mut AccountRecord),
+    ) -> Result<bool, StoreError> {
         let now = crate::accounts::now_ms();
         let mode = self.mode;
         self.update_accounts(|file| {
@@ -55,6 +68,33 @@ impl Store {
             apply(record);
             existed
         })
+    }
+
+    /// Saves the answer of a refresh of `key`. A refresh answer may leave out any token
+    /// (protocol §1.7), and an absent one stays valid: the keychain entry keeps its stored
+    /// value for each absent field, as the file does. Returns whether the account still exists.
+    pub fn save_refreshed_tokens(
+        &self,
+        key: &str,
+        answer: &TokenSet,
+        expires: Option<i64>,
+        apply: impl FnOnce(&mut AccountRecord),
+    ) -> Result<bool, StoreError> {
+        if self.mode == TokenMode::Keychain {
+            let stored = match self.keychain.read(key) {
+                Ok(stored) => stored,
+                // Nothing to keep: the answer is all there is.
+                Err(VaultError::Missing(_) | VaultError::Garbled(_)) => TokenSet::default(),
+                Err(e) => return Err(e.into()),
+            };
+            let merged = TokenSet {
+                access: answer.access.clone().or(stored.access),
+                refresh: answer.refresh.clone().or(stored.refresh),
+                id_token: answer.id_token.clone().or(stored.id_token),
+            };
+            self.keychain.write(key, &merged)?;
+        }
+        self.record_token_write(key, answer, expires, None, apply)
     }
 
     /// Deletes an account's keychain entry, if it has one.

@@ -15,6 +15,7 @@ mod failover;
 mod fakes;
 mod import;
 mod keychain;
+mod keychain_refresh;
 mod login;
 mod moves;
 mod openai_path;

@@ -97,3 +97,16 @@ async fn a_refresh_outlives_the_caller_that_started_it() {
     );
     assert_eq!(h.fake.refresh_count("acct-a"), 1);
 }
+
+#[tokio::test]
+async fn a_refresh_answer_without_a_refresh_token_keeps_it_in_the_file() {
+    let h = Harness::start(&[A_EXPIRED]).await;
+    let before = refresh_token_on_disk(&h);
+    h.fake
+        .omit_from_refresh_answers("acct-a", &["refresh_token", "id_token"]);
+    assert_eq!(h.respond("s1").await.status(), 200);
+    assert_eq!(refresh_token_on_disk(&h), before, "the file kept it");
+    h.fake.expire_access_token("acct-a");
+    assert_eq!(h.respond("s2").await.status(), 200, "and it still works");
+    assert_eq!(h.fake.refresh_count("acct-a"), 2);
+}

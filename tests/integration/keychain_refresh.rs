@@ -1,0 +1,146 @@
+//! Refreshes in `keychain` mode against the real Secret Service of the test run: the entry
+//! keeps what a refresh answer leaves out, a newer entry written by another router is seen,
+//! and a refresh racing a removal leaves no live token behind.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::harness::*;
+use crate::keychain::service;
+use crate::support::{FakeOpenAi, IssuedTokens};
+
+const A_EXPIRED: TestAccount = expired_account("a@example.com", "acct-a");
+const A_USER: &str = "acct-a/user-acct-a";
+
+/// A keychain-mode pool holding a@, as a login leaves it: the file says `keychain` and the
+/// entry holds the access, refresh and id tokens.
+struct KeychainPool {
+    fake: FakeOpenAi,
+    dir: tempfile::TempDir,
+    vars: HashMap<String, String>,
+}
+
+impl KeychainPool {
+    async fn new(a: &TestAccount) -> KeychainPool {
+        let fake = FakeOpenAi::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        let mut record = register(&fake, a);
+        let tokens = fake.current_tokens(a.id);
+        let fields = record.as_object_mut().unwrap();
+        fields.remove("access");
+        fields.insert("parts".into(), json!({}));
+        fields.insert("tokenStore".into(), json!("keychain"));
+        write_accounts(&dir.path().join("openai-accounts.json"), &[record]);
+        let mut vars = fake_vars(&fake, dir.path());
+        vars.insert("CODEX_PROXY_KEYCHAIN_SERVICE".into(), service(dir.path()));
+        vars.insert("CODEX_PROXY_TOKEN_STORE".into(), "keychain".into());
+        let pool = KeychainPool { fake, dir, vars };
+        pool.write_entry(&json!({
+            "access": tokens.access_token,
+            "refresh": tokens.refresh_token,
+            "idToken": tokens.id_token,
+        }));
+        pool
+    }
+
+    fn keyring(&self) -> keyring::Entry {
+        keyring::Entry::new(&self.vars["CODEX_PROXY_KEYCHAIN_SERVICE"], A_USER).unwrap()
+    }
+
+    fn write_entry(&self, value: &Value) {
+        self.keyring().set_password(&value.to_string()).unwrap();
+    }
+
+    fn entry(&self) -> Option<Value> {
+        match self.keyring().get_password() {
+            Ok(secret) => Some(serde_json::from_str(&secret).expect("the entry is JSON")),
+            Err(keyring::Error::NoEntry) => None,
+            Err(e) => panic!("the Secret Service of the test run failed: {e}"),
+        }
+    }
+
+    fn settings(&self) -> router::settings::Settings {
+        let vars = self.vars.clone();
+        router::settings::Settings::from_vars(&move |n| vars.get(n).cloned()).unwrap()
+    }
+
+    async fn start(&self) -> (router::app::RunningRouter, String) {
+        let router = router::app::start_router(self.settings()).await.unwrap();
+        let base = format!("http://{}", router.addr);
+        (router, base)
+    }
+}
+
+impl Drop for KeychainPool {
+    fn drop(&mut self) {
+        let _ = self.keyring().delete_credential();
+    }
+}
+
+async fn respond(base: &str, session: &str) -> (u16, String) {
+    let response = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
+        .post(format!("{base}/v1/responses"))
+        .header("content-type", "application/json")
+        .body(codex_body(session, "gpt-5.5").to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap())
+}
+
+/// Spends `refresh` at the fake issuer as another router would.
+async fn refresh_elsewhere(fake: &FakeOpenAi, refresh: &str) -> IssuedTokens {
+    let answer: Value = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
+        .post(format!("{}/oauth/token", fake.issuer_url))
+        .json(&json!({"client_id": "app_EMoamEEZ73f0CkXaXp7hrann", "grant_type": "refresh_token", "refresh_token": refresh}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let current = fake.current_tokens("acct-a");
+    assert_eq!(answer["refresh_token"], current.refresh_token.as_str());
+    current
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_answer_without_a_refresh_token_keeps_the_stored_one() {
+    let pool = KeychainPool::new(&A_EXPIRED).await;
+    let before = pool.entry().expect("an entry");
+    pool.fake
+        .omit_from_refresh_answers("acct-a", &["refresh_token", "id_token"]);
+    let (router, base) = pool.start().await;
+    let (status, body) = respond(&base, "s1").await;
+    assert_eq!(status, 200, "{body}");
+    router.stop().await;
+    assert_eq!(pool.fake.refresh_count("acct-a"), 1);
+
+    let after = pool.entry().expect("the entry is still there");
+    assert_eq!(
+        after["refresh"], before["refresh"],
+        "the keychain entry kept its refresh token"
+    );
+    assert_eq!(after["idToken"], before["idToken"], "and its id_token");
+    assert_eq!(
+        after["access"],
+        pool.fake.current_tokens("acct-a").access_token.as_str()
+    );
+
+    // The kept refresh token still works: a restarted router refreshes again after a 401.
+    pool.fake.expire_access_token("acct-a");
+    let (router, base) = pool.start().await;
+    let (status, body) = respond(&base, "s2").await;
+    router.stop().await;
+    assert_eq!(status, 200, "the account still serves: {body}");
+    assert_eq!(pool.fake.refresh_count("acct-a"), 2);
+}
