@@ -72,7 +72,8 @@ impl Store {
 
     /// Saves the answer of a refresh of `key`. A refresh answer may leave out any token
     /// (protocol §1.7), and an absent one stays valid: the keychain entry keeps its stored
-    /// value for each absent field, as the file does. Returns whether the account still exists.
+    /// value for each absent field, as the file does. Returns whether the account still exists;
+    /// when it does not, no token of it is left in the keychain.
     pub fn save_refreshed_tokens(
         &self,
         key: &str,
@@ -94,7 +95,13 @@ impl Store {
             };
             self.keychain.write(key, &merged)?;
         }
-        self.record_token_write(key, answer, expires, None, apply)
+        let exists = self.record_token_write(key, answer, expires, None, apply)?;
+        if !exists && self.mode == TokenMode::Keychain {
+            // Removed (or logged out) while the refresh ran: its delete may have come before
+            // the write above, which would leave a live token that nothing points to.
+            self.keychain.delete(key)?;
+        }
+        Ok(exists)
     }
 
     /// Deletes an account's keychain entry, if it has one.

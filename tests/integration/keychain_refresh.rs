@@ -144,3 +144,53 @@ async fn a_refresh_answer_without_a_refresh_token_keeps_the_stored_one() {
     assert_eq!(status, 200, "the account still serves: {body}");
     assert_eq!(pool.fake.refresh_count("acct-a"), 2);
 }
+
+/// Waits (at most 5 s) until the issuer has seen a refresh of a@.
+async fn until_refresh_sent(fake: &FakeOpenAi) {
+    for _ in 0..250 {
+        if fake.refresh_count("acct-a") > 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the router never refreshed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_racing_a_removal_leaves_no_token_in_the_keychain() {
+    for logout in [false, true] {
+        let pool = KeychainPool::new(&A_EXPIRED).await;
+        // The issuer rotates at once and answers 300 ms later; the removal lands in between.
+        pool.fake
+            .set_refresh_answer_delay(Duration::from_millis(300));
+        let (router, base) = pool.start().await;
+        let request = tokio::spawn(async move { respond(&base, "s1").await });
+        until_refresh_sent(&pool.fake).await;
+        let store = pool.settings().store();
+        tokio::task::spawn_blocking(move || {
+            if logout {
+                router::app::logout_all(&store).map(drop)
+            } else {
+                let a = router::app::AccountSelector("a@example.com".into());
+                router::app::remove_account(&store, &a).map(drop)
+            }
+        })
+        .await
+        .unwrap()
+        .expect("the account is removed");
+        let _ = request.await.unwrap();
+        router.stop().await;
+        assert_eq!(
+            pool.fake.refresh_count("acct-a"),
+            1,
+            "the refresh did happen"
+        );
+        let file = std::fs::read_to_string(pool.dir.path().join("openai-accounts.json")).unwrap();
+        assert!(!file.contains("acct-a"), "the account is gone: {file}");
+        assert!(
+            pool.entry().is_none(),
+            "a live token stayed in the keychain after {}",
+            if logout { "logout" } else { "remove" }
+        );
+    }
+}

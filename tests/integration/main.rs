@@ -22,9 +22,9 @@ mod openai_path;
 mod operator;
 mod operator_doctor;
 mod operator_setup;
+mod refresh_safety;
 mod sessions;
 mod settings;
-mod refresh_safety;
 mod surface;
 mod tokens;
 #[cfg(all(feature = "desktop", target_os = "linux"))]
