@@ -79,7 +79,8 @@ impl Plan {
 #[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct State {
-    /// Whether config.toml existed before the first change.
+    /// Whether revert leaves a config.toml: it existed before the first change, or the user
+    /// wrote lines of their own into it since.
     original_existed: bool,
     /// SHA-256 of the file as cma last wrote it.
     written_sha256: String,
@@ -137,7 +138,8 @@ impl CodexConfig {
         })
     }
 
-    /// Applies the plan: the original is backed up before the first change only.
+    /// Applies the plan. The backup holds the user's file without cma's lines: the original
+    /// before the first change, renewed at a later change when the user edited the file since.
     pub fn apply(&self, settings: &ProviderSettings) -> Result<Plan, ConfigError> {
         let plan = self.plan(settings)?;
         if !plan.changes() {
@@ -150,15 +152,35 @@ impl CodexConfig {
             })
         };
         let mut state = self.load_state();
-        if !self.backup_path().exists() {
-            write(
-                &self.backup_path(),
-                plan.before.as_deref().unwrap_or("").as_bytes(),
-            )?;
-            state = State {
-                original_existed: plan.before.is_some(),
-                written_sha256: String::new(),
-            };
+        match std::fs::read(self.backup_path()) {
+            Err(_) => {
+                write(
+                    &self.backup_path(),
+                    plan.before.as_deref().unwrap_or("").as_bytes(),
+                )?;
+                state = State {
+                    original_existed: plan.before.is_some(),
+                    written_sha256: String::new(),
+                };
+            }
+            // The user changed the file since cma last wrote it. Revert must give back their
+            // file as it is now without cma's lines, not the one from before the first apply:
+            // the backup becomes that, or the next write would make the file look untouched
+            // and revert would drop their edits.
+            Ok(old) if plan.before.as_deref().map(sha256) != Some(state.written_sha256.clone()) => {
+                let before = plan.before.as_deref().unwrap_or("");
+                let users = patch::remove_block(before, &String::from_utf8_lossy(&old)).map_err(
+                    |message| ConfigError::Invalid {
+                        path: self.path.clone(),
+                        message,
+                    },
+                )?;
+                write(&self.backup_path(), users.as_bytes())?;
+                // A file the user filled (or deleted) decides whether revert leaves one.
+                state.original_existed =
+                    plan.before.is_some() && (state.original_existed || !users.trim().is_empty());
+            }
+            Ok(_) => {}
         }
         write_user_file(&self.path, plan.after.as_bytes())?;
         state.written_sha256 = sha256(&plan.after);
@@ -251,4 +273,86 @@ fn sha256(text: &str) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(port: u16, with_token: bool) -> ProviderSettings {
+        ProviderSettings {
+            base_url: format!("http://127.0.0.1:{port}/v1"),
+            with_token,
+        }
+    }
+
+    const ORIGINALS: [Option<&str>; 3] = [
+        None,
+        Some("model = \"gpt-5.5\" # mine\nmodel_provider = \"openai\"\n"),
+        Some("[model_providers.multi-auth-proxy]\nname = \"old\"\nstream_max_retries = 3\n"),
+    ];
+
+    /// Edits a user makes between applies, each leaving a line only they wrote.
+    fn edit(text: &str, which: usize, round: usize) -> (String, String) {
+        let line = format!("user_line_{round} = {which}");
+        let edited = match which {
+            0 => format!("{line}\n{text}"),
+            1 => format!("{text}\n[profiles.p{round}]\n{line}\n"),
+            _ => text.replacen("\n[", &format!("\n{line}\n["), 1),
+        };
+        (edited, line)
+    }
+
+    /// Apply, edit, apply with other settings, edit, apply again, revert: in every order, no line
+    /// the user wrote is lost and none of cma's stays; without edits the original comes back
+    /// byte for byte.
+    #[test]
+    fn revert_keeps_every_line_the_user_wrote_between_any_applies() {
+        for original in ORIGINALS {
+            for first in 0..3 {
+                for second in 0..3 {
+                    let home = tempfile::tempdir().unwrap();
+                    let config = CodexConfig::new(home.path());
+                    if let Some(text) = original {
+                        std::fs::write(config.path(), text).unwrap();
+                    }
+                    config.apply(&settings(8787, false)).unwrap();
+                    let mut lines = Vec::new();
+                    for (round, (which, port)) in [(first, 8788), (second, 8789)].iter().enumerate()
+                    {
+                        let now = std::fs::read_to_string(config.path()).unwrap();
+                        let (edited, line) = edit(&now, *which, round);
+                        std::fs::write(config.path(), edited).unwrap();
+                        lines.push(line);
+                        config.apply(&settings(*port, round == 1)).unwrap();
+                    }
+                    config.revert().unwrap();
+                    let after = std::fs::read_to_string(config.path()).unwrap();
+                    let case = format!("{original:?} {first} {second}:\n{after}");
+                    for line in &lines {
+                        assert!(after.contains(line.as_str()), "{line} lost in {case}");
+                    }
+                    assert!(
+                        !after.contains("8789") && !after.contains("Account Router"),
+                        "{case}"
+                    );
+                    assert_eq!(
+                        original.is_some_and(|o| o.contains("stream_max_retries")),
+                        after.contains("stream_max_retries = 3"),
+                        "{case}"
+                    );
+                }
+            }
+            let home = tempfile::tempdir().unwrap();
+            let config = CodexConfig::new(home.path());
+            if let Some(text) = original {
+                std::fs::write(config.path(), text).unwrap();
+            }
+            config.apply(&settings(8787, false)).unwrap();
+            config.apply(&settings(8788, true)).unwrap();
+            config.revert().unwrap();
+            let after = std::fs::read_to_string(config.path()).ok();
+            assert_eq!(after.as_deref(), original, "no edits");
+        }
+    }
 }

@@ -84,9 +84,17 @@ pub fn remove_block(text: &str, backup: &str) -> Result<String, String> {
         .cloned();
     if let Some(providers) = doc.get_mut("model_providers").and_then(Item::as_table_mut) {
         match original_block {
-            Some(block) => {
+            Some(mut block) => {
+                if let (Some(kept), Some(now)) = (
+                    block.as_table_mut(),
+                    providers.get(PROVIDER_ID).and_then(Item::as_table),
+                ) {
+                    keep_users_keys(kept, now);
+                }
                 providers.insert(PROVIDER_ID, block);
             }
+            // The block is cma's own: lines put in it go with it (a provider without the
+            // `name` cma wrote would stop Codex from reading the file).
             None => {
                 providers.remove(PROVIDER_ID);
             }
@@ -104,6 +112,37 @@ pub fn remove_block(text: &str, backup: &str) -> Result<String, String> {
         }
     }
     Ok(doc.to_string())
+}
+
+/// The keys `apply_block` sets or removes in its block; revert gives these their original
+/// values and leaves every other key as the user has it now.
+const OWN_KEYS: [&str; 6] = [
+    "name",
+    "base_url",
+    "wire_api",
+    "supports_websockets",
+    "env_key",
+    "requires_openai_auth",
+];
+
+/// Carries the user's keys of the block as it is `now` into the original `block`: a key they
+/// added or changed since comes over, one they deleted goes; the rest keeps its original
+/// bytes and place.
+fn keep_users_keys(block: &mut Table, now: &Table) {
+    let deleted: Vec<String> = block
+        .iter()
+        .map(|(key, _)| key.to_string())
+        .filter(|key| !OWN_KEYS.contains(&key.as_str()) && !now.contains_key(key))
+        .collect();
+    for key in deleted {
+        block.remove(&key);
+    }
+    for (key, item) in now.iter() {
+        let changed = block.get(key).map(Item::to_string) != Some(item.to_string());
+        if !OWN_KEYS.contains(&key) && changed {
+            block.insert(key, item.clone());
+        }
+    }
 }
 
 #[cfg(test)]

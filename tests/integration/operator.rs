@@ -367,3 +367,62 @@ async fn configure_keeps_a_comment_at_the_end_of_the_model_provider_line() {
     let (wanted, got) = edit_then_revert(&original).await;
     assert_eq!(got, wanted, "the comment after model_provider was lost");
 }
+
+/// What a user does to the configured file between two applies: a changed line, a line added
+/// to a block they wrote (STALE's), and a table of their own at the end.
+fn user_edit(text: &str) -> String {
+    let text = text.replacen("model = \"gpt-5.5\"", "model = \"gpt-6\"", 1);
+    let text = text.replace("600000 # slow network", "900000 # slower network");
+    format!("{text}\n[profiles.mine] # added by hand\nmodel = \"gpt-6-mini\"\n")
+}
+
+/// Fails before the fix: the backup was written at the first apply only and the written hash
+/// at every apply, so after a second apply the file looked untouched and revert put back the
+/// original from before the first apply, dropping everything the user wrote in between.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revert_after_a_second_apply_keeps_the_lines_the_user_wrote_between_the_applies() {
+    let mut m = Machine::new(&[]).await;
+    let apply_on = |m: &mut Machine, port: &str| {
+        m.set("CODEX_PROXY_PORT", port);
+        let out = m.run(&["configure"]);
+        assert!(out.ok, "{out}");
+        assert_points_at_router(&read(&m.config()), port, false);
+    };
+    // Nothing edited: two applies (the second one writes: another port) still revert to the
+    // original bytes.
+    m.set("CODEX_HOME", m.path("codex-untouched").display());
+    std::fs::create_dir_all(m.codex_home()).unwrap();
+    std::fs::write(m.config(), EVERYDAY).unwrap();
+    apply_on(&mut m, "18787");
+    apply_on(&mut m, "18788");
+    assert!(m.run(&["configure", "--revert"]).ok);
+    assert_eq!(read(&m.config()), EVERYDAY, "two applies, no edit");
+    assert!(!backup(&m).exists());
+
+    for (name, original) in [("everyday", EVERYDAY), ("stale", STALE), ("none", "")] {
+        m.set(
+            "CODEX_HOME",
+            m.path(&format!("codex-edited-{name}")).display(),
+        );
+        std::fs::create_dir_all(m.codex_home()).unwrap();
+        if !original.is_empty() {
+            std::fs::write(m.config(), original).unwrap();
+        }
+        apply_on(&mut m, "18787");
+        std::fs::write(m.config(), user_edit(&read(&m.config()))).unwrap();
+        apply_on(&mut m, "18788");
+        let out = m.run(&["configure", "--revert"]);
+        assert!(out.ok && !backup(&m).exists(), "{name}: {out}");
+        assert!(
+            m.config().exists(),
+            "{name}: revert deleted the user's file"
+        );
+        let got = read(&m.config());
+        if original.is_empty() {
+            let mine = "[profiles.mine] # added by hand\nmodel = \"gpt-6-mini\"\n";
+            assert_eq!(got.trim_start(), mine, "{name}: the user's table");
+        } else {
+            assert_eq!(got, user_edit(original), "{name}: the user's edits");
+        }
+    }
+}
