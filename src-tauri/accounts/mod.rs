@@ -3,6 +3,7 @@
 
 mod poll;
 mod refresh;
+mod unsaved;
 pub mod usage;
 
 use std::collections::{BTreeMap, HashMap};
@@ -11,6 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use crate::oauth;
 use crate::sensitive::{AccessToken, RefreshToken};
 use crate::store::{AccountRecord, FileStamp, Store, StoreError};
+use unsaved::{keep_unsaved, memory_wins};
 pub use usage::{Usage, Window};
 
 /// Limits recorded for every model at once use this key.
@@ -47,6 +49,10 @@ pub struct Account {
     tokens_loaded: bool,
     /// Bumped whenever the tokens change, so concurrent refreshers can tell they are late.
     generation: u64,
+    /// Epoch ms of a refresh whose tokens the store refused (disk full, keychain locked).
+    /// Memory then holds the only live refresh token: it wins over older copies on disk and
+    /// is written again until the store takes it.
+    unsaved_since: Option<i64>,
     pub usage: Option<Usage>,
     /// The first usage seen in the current 5-hour window, to measure the pace against.
     pace_baseline: Option<(i64, f64, Option<i64>)>,
@@ -71,6 +77,7 @@ impl Account {
                 .map(RefreshToken::new),
             tokens_loaded: in_file,
             generation: 0,
+            unsaved_since: None,
             usage: None,
             pace_baseline: None,
             cooldown_until: 0,
@@ -149,6 +156,8 @@ struct PoolInner {
     token_url: String,
     state: Mutex<PoolState>,
     flights: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Epoch ms of the last attempt to save tokens the store refused, to space them out.
+    last_save_retry: Mutex<i64>,
 }
 
 /// The shared pool; clones are cheap handles to the same accounts.
@@ -183,6 +192,7 @@ impl Pool {
                 token_url,
                 state: Mutex::new(state),
                 flights: Mutex::new(HashMap::new()),
+                last_save_retry: Mutex::new(0),
             }),
         })
     }
@@ -200,6 +210,7 @@ impl Pool {
     /// Picks up accounts added, removed or re-logged-in by another process. A cheap `stat`
     /// when nothing changed.
     pub fn sync_from_disk(&self) {
+        self.retry_unsaved_tokens();
         let stamp = self.inner.store.accounts_stamp();
         if self.state().stamp == stamp {
             return;
@@ -384,8 +395,13 @@ impl Pool {
 }
 
 /// Keeps what only memory knows (usage, cooldown, generation) across a reload, and takes
-/// tokens from disk, which another process may have rotated.
+/// tokens from disk, which another process may have rotated; unless memory holds tokens the
+/// store refused and the disk's are older (written before that refresh).
 fn merge(old: Option<Account>, record: AccountRecord) -> Account {
+    let old = match old {
+        Some(old) if memory_wins(&old, &record) => return keep_unsaved(old, record),
+        other => other,
+    };
     let mut fresh = Account::from_record(record);
     if let Some(old) = old {
         let same_tokens = if fresh.record.tokens_in_keychain() {

@@ -9,7 +9,7 @@ use tracing::Instrument;
 use super::{AccountsError, Credentials, Pool};
 use crate::oauth::{self, RefreshError};
 use crate::sensitive::{AccessToken, RefreshToken};
-use crate::store::{NeedsLogin, StoredSecret, TokenSet};
+use crate::store::{FileLock, NeedsLogin, StoredSecret, TokenSet};
 
 /// How long to wait for another process that holds the refresh lock.
 const CROSS_PROCESS_WAIT: Duration = Duration::from_secs(60);
@@ -45,13 +45,7 @@ impl Pool {
             return Ok(found);
         }
 
-        let store = self.inner.store.clone();
-        let lock_key = key.to_string();
-        let locking = tokio::task::spawn_blocking(move || store.refresh_lock(&lock_key));
-        let _cross_process = tokio::time::timeout(CROSS_PROCESS_WAIT, locking)
-            .await
-            .map_err(|_| AccountsError::Lock("timed out".to_string()))?
-            .map_err(|e| AccountsError::Lock(e.to_string()))??;
+        let _cross_process = self.cross_process_lock(key).await?;
 
         // Another process may have refreshed already: its tokens are on disk.
         let before = self.generation(key);
@@ -97,7 +91,19 @@ impl Pool {
         }
     }
 
-    fn flight(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
+    /// The account's refresh lock shared with other processes, waited for off the runtime.
+    pub(super) async fn cross_process_lock(&self, key: &str) -> Result<FileLock, AccountsError> {
+        let store = self.inner.store.clone();
+        let lock_key = key.to_string();
+        let locking = tokio::task::spawn_blocking(move || store.refresh_lock(&lock_key));
+        tokio::time::timeout(CROSS_PROCESS_WAIT, locking)
+            .await
+            .map_err(|_| AccountsError::Lock("timed out".to_string()))?
+            .map_err(|e| AccountsError::Lock(e.to_string()))?
+            .map_err(AccountsError::from)
+    }
+
+    pub(super) fn flight(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
         let mut flights = self.inner.flights.lock().unwrap_or_else(|p| p.into_inner());
         flights.entry(key.to_string()).or_default().clone()
     }
@@ -173,12 +179,21 @@ impl Pool {
             store.save_refreshed_tokens(&file_key, &tokens, expires, file_apply)
         })
         .await;
-        match saved {
-            Ok(Ok(true)) => {}
-            Ok(Ok(false)) => tracing::warn!("the account was removed while its token refreshed"),
-            Ok(Err(e)) => tracing::error!("the rotated refresh token could not be saved: {e}"),
-            Err(e) => tracing::error!("the rotated refresh token could not be saved: {e}"),
-        }
+        let saved = match saved {
+            Ok(Ok(true)) => true,
+            Ok(Ok(false)) => {
+                tracing::warn!("the account was removed while its token refreshed");
+                true
+            }
+            Ok(Err(e)) => {
+                tracing::error!("the rotated refresh token could not be saved; it stays in memory and is saved again later: {e}");
+                false
+            }
+            Err(e) => {
+                tracing::error!("the rotated refresh token could not be saved; it stays in memory and is saved again later: {e}");
+                false
+            }
+        };
         let mut state = self.state();
         if let Some(account) = state.accounts.iter_mut().find(|a| a.key == key) {
             apply(&mut account.record);
@@ -188,6 +203,7 @@ impl Pool {
             if let Some(r) = refresh {
                 account.refresh = Some(RefreshToken::new(r));
             }
+            account.unsaved_since = (!saved).then(super::now_ms);
             account.generation += 1;
         }
     }

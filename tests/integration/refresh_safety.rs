@@ -110,3 +110,65 @@ async fn a_refresh_answer_without_a_refresh_token_keeps_it_in_the_file() {
     assert_eq!(h.respond("s2").await.status(), 200, "and it still works");
     assert_eq!(h.fake.refresh_count("acct-a"), 2);
 }
+
+/// Makes every accounts-file write of this process fail (as a full disk would) while it
+/// lives: the temp file `write_atomic` creates is taken by a folder.
+struct BlockedWrites(std::path::PathBuf);
+
+impl BlockedWrites {
+    fn new(h: &Harness) -> BlockedWrites {
+        let temp = h
+            .dir
+            .path()
+            .join(format!(".openai-accounts.json.{}.tmp", std::process::id()));
+        std::fs::create_dir(&temp).unwrap();
+        BlockedWrites(temp)
+    }
+}
+
+impl Drop for BlockedWrites {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+#[tokio::test]
+async fn a_rotated_token_that_could_not_be_saved_survives_a_reload_and_is_saved_later() {
+    let h = Harness::start(&[A_EXPIRED]).await;
+    let on_disk_before = refresh_token_on_disk(&h);
+    let blocked = BlockedWrites::new(&h);
+    assert_eq!(h.respond("s1").await.status(), 200);
+    assert_eq!(h.fake.refresh_count("acct-a"), 1);
+    assert_eq!(refresh_token_on_disk(&h), on_disk_before, "the save failed");
+
+    // Another process edits the file (a label): the router reloads it.
+    let mut file = h.accounts_file();
+    file["accounts"][0]["label"] = "work".into();
+    std::fs::write(h.accounts_path(), file.to_string()).unwrap();
+    assert_eq!(h.account_status("acct-a").await["label"], "work", "reloaded");
+
+    // The next refresh must spend the token only memory has, not the spent one on disk.
+    h.fake.expire_access_token("acct-a");
+    let response = h.respond("s2").await;
+    let status = response.status();
+    let body = response.text().await.unwrap();
+    assert_eq!(status, 200, "the account still serves: {body}");
+    assert_eq!(h.fake.refresh_count("acct-a"), 2);
+    let a = h.account_status("acct-a").await;
+    assert_ne!(a["state"], "needs-login", "{a}");
+
+    // Once the disk takes writes again, the token is saved without waiting for a refresh.
+    drop(blocked);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let current = h.fake.current_tokens("acct-a").refresh_token;
+    while refresh_token_on_disk(&h).as_deref() != Some(current.as_str()) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the unsaved token never reached the file"
+        );
+        h.status().await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(h.accounts_file()["accounts"][0]["label"], "work");
+    assert_eq!(h.fake.refresh_count("acct-a"), 2, "saved, not refreshed");
+}
