@@ -1,12 +1,14 @@
 //! The browser login: PKCE, a checked `state`, and a callback server on
 //! `localhost:1455/auth/callback` (1457 when 1455 is taken), bound to loopback only, that
-//! stops listening when the login ends, whichever way it ends.
+//! answers only requests naming it in `Host`, lets no web page cancel the login, and stops
+//! listening when the login ends, whichever way it ends.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::{Query, State};
-use axum::http::StatusCode;
+use axum::extract::{Query, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::get;
 use serde::Deserialize;
@@ -43,6 +45,7 @@ struct Callback {
     state: String,
     verifier: String,
     redirect_uri: String,
+    port: u16,
     outcome: Mutex<Option<oneshot::Sender<Result<LoginTokens, LoginError>>>>,
     success_shown: Arc<Notify>,
 }
@@ -67,12 +70,15 @@ pub async fn begin_browser_login(
 ) -> Result<BrowserLogin, LoginError> {
     let mut bound = None;
     for port in &options.ports {
-        if let Ok(listener) = tokio::net::TcpListener::bind(("127.0.0.1", *port)).await {
-            bound = Some(listener);
+        let Ok(listener) = tokio::net::TcpListener::bind(("127.0.0.1", *port)).await else {
+            continue;
+        };
+        if let Ok(v6_hold) = hold_ipv6_loopback(*port) {
+            bound = Some((listener, v6_hold));
             break;
         }
     }
-    let listener = bound.ok_or_else(|| LoginError::PortsBusy(options.ports.clone()))?;
+    let (listener, v6_hold) = bound.ok_or_else(|| LoginError::PortsBusy(options.ports.clone()))?;
     let port = listener
         .local_addr()
         .map_err(|e| LoginError::Io(e.to_string()))?
@@ -101,6 +107,7 @@ pub async fn begin_browser_login(
         state,
         verifier: pkce.verifier,
         redirect_uri: redirect_uri.clone(),
+        port,
         outcome: Mutex::new(Some(sender)),
         success_shown: success_shown.clone(),
     });
@@ -109,13 +116,18 @@ pub async fn begin_browser_login(
         .route("/success", get(on_success))
         .route("/cancel", get(on_cancel))
         .fallback(|| async { (StatusCode::NOT_FOUND, "Not Found") })
-        .with_state(callback);
+        .with_state(callback)
+        .layer(axum::middleware::from_fn_with_state(
+            port,
+            refuse_foreign_host,
+        ));
     let (stop, mut stopped) = watch::channel(false);
     tokio::spawn(async move {
         let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
             let _ = stopped.wait_for(|s| *s).await;
         });
         let _ = serve.await;
+        drop(v6_hold);
     });
     Ok(BrowserLogin {
         url: url.to_string(),
@@ -199,9 +211,71 @@ async fn on_success(State(cb): State<Arc<Callback>>) -> Response {
     ([("connection", "close")], page).into_response()
 }
 
-async fn on_cancel(State(cb): State<Arc<Callback>>) -> &'static str {
+/// `codex login` sends this to a busy port to take it over, from a program: no `Origin`, no
+/// `Sec-Fetch-Site` (or `none`: the user typed the address). A web page's `<img>` or form
+/// carries one of these (or a foreign `Referer` in a browser older than `Sec-Fetch-*`) and is
+/// refused, or any site could end a login in progress.
+async fn on_cancel(State(cb): State<Arc<Callback>>, headers: HeaderMap) -> Response {
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let from_page = text("origin").is_some()
+        || text("sec-fetch-site").is_some_and(|site| site != "none")
+        || text("referer").is_some_and(|referer| !is_own_origin(referer, cb.port));
+    if from_page {
+        return (
+            StatusCode::FORBIDDEN,
+            "Only Codex or cma can cancel this login",
+        )
+            .into_response();
+    }
     cb.finish(Err(LoginError::Cancelled));
-    "Login cancelled"
+    "Login cancelled".into_response()
+}
+
+/// 403 unless `Host` names this listener as the redirect does (`localhost:<port>`) or as
+/// `codex login` does (`127.0.0.1:<port>`): a page whose own name was rebound to 127.0.0.1
+/// sends its name, and a request without `Host` is refused rather than trusted.
+async fn refuse_foreign_host(State(port): State<u16>, request: Request, next: Next) -> Response {
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok());
+    if host.is_some_and(|host| is_own_authority(host, port)) {
+        next.run(request).await
+    } else {
+        (StatusCode::FORBIDDEN, "Forbidden host").into_response()
+    }
+}
+
+fn is_own_authority(host: &str, port: u16) -> bool {
+    let host = host.to_ascii_lowercase();
+    host == format!("localhost:{port}") || host == format!("127.0.0.1:{port}")
+}
+
+/// Whether a `Referer` is one of this listener's own pages.
+fn is_own_origin(referer: &str, port: u16) -> bool {
+    reqwest::Url::parse(referer).is_ok_and(|url| {
+        url.scheme() == "http"
+            && url.port() == Some(port)
+            && matches!(url.host_str(), Some("localhost" | "127.0.0.1"))
+    })
+}
+
+/// Holds `[::1]:<port>` bound but not listening while the login waits. The redirect names
+/// `localhost`, which a browser may try on ::1 first: held this way, a connection there is
+/// refused at once (the browser goes on to 127.0.0.1, where we answer) and no other program
+/// can listen there to receive the code and state. `Err` when another program already holds
+/// it (the port then counts as taken); `Ok(None)` when this machine has no IPv6 loopback, so
+/// no browser can reach ::1 either.
+fn hold_ipv6_loopback(port: u16) -> Result<Option<tokio::net::TcpSocket>, std::io::Error> {
+    let Ok(socket) = tokio::net::TcpSocket::new_v6() else {
+        return Ok(None);
+    };
+    let address = std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port));
+    match socket.bind(address) {
+        Ok(()) => Ok(Some(socket)),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(e),
+        Err(_) => Ok(None),
+    }
 }
 
 fn failure_page(message: &str) -> Html<String> {

@@ -383,3 +383,115 @@ async fn device_code_login_prints_the_code_and_adds_the_account() {
     assert_eq!(file["accounts"][1]["accountId"], "acct-a");
     assert_tokens(&file["accounts"][1], &s.fake.current_tokens("acct-a"));
 }
+
+/// One raw HTTP/1.1 GET with exactly these extra header lines (a `Host` among them or not) to
+/// the callback listener; the status code of the answer.
+fn raw_get(port: u16, target: &str, headers: &[&str]) -> u16 {
+    use std::io::Write as _;
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("the listener");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut request = format!("GET {target} HTTP/1.1\r\n");
+    for header in headers {
+        request.push_str(&format!("{header}\r\n"));
+    }
+    request.push_str("Connection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    let status = answer.split(' ').nth(1).unwrap_or_default();
+    status
+        .parse()
+        .unwrap_or_else(|_| panic!("no status in {answer:?}"))
+}
+
+/// Fails before the fix: `/cancel` and the callback answered whatever the `Host`, and
+/// `/cancel` whoever asked, so a web page (an `<img>`, or a page whose name was rebound to
+/// 127.0.0.1) could end the login. Now a foreign or missing Host gets 403, and `/cancel`
+/// refuses what a browser sends for a page (`Sec-Fetch-Site`, `Origin`, a foreign `Referer`),
+/// while `codex login`'s own cancel and the real redirect still work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_our_host_and_no_web_page_can_cancel_or_answer_the_login() {
+    let s = setup("file").await;
+    let mut login = Login::start(&s.vars, &["login", "--no-browser", "--timeout", "30"]);
+    let issuer = client(false).get(&login.url).send().await.unwrap();
+    let callback = issuer.headers()["location"].to_str().unwrap().to_string();
+    let callback = reqwest::Url::parse(&callback).unwrap();
+    let target = format!("{}?{}", callback.path(), callback.query().unwrap());
+    let port = s.port;
+    let (ours, evil) = (format!("Host: localhost:{port}"), "Host: evil.example");
+    let refused: [(&str, Vec<String>); 9] = [
+        ("/cancel", vec![]),
+        ("/cancel", vec![format!("Host: evil.example:{port}")]),
+        ("/cancel", vec![format!("Host: localhost:{}", port + 1)]),
+        ("/cancel", vec![format!("Host: [::1]:{port}")]),
+        (
+            "/cancel",
+            vec![ours.clone(), "Sec-Fetch-Site: cross-site".into()],
+        ),
+        (
+            "/cancel",
+            vec![ours.clone(), "Sec-Fetch-Site: same-site".into()],
+        ),
+        (
+            "/cancel",
+            vec![ours.clone(), "Origin: https://evil.example".into()],
+        ),
+        (
+            "/cancel",
+            vec![ours.clone(), "Referer: https://evil.example/".into()],
+        ),
+        (&target, vec![evil.into()]),
+    ];
+    for (path, headers) in &refused {
+        let headers: Vec<&str> = headers.iter().map(String::as_str).collect();
+        assert_eq!(raw_get(port, path, &headers), 403, "{path} {headers:?}");
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(login.running(), "{path} {headers:?} ended the login");
+    }
+    // Nothing answers for the redirect's `localhost` on IPv6 loopback: a browser trying
+    // [::1] first falls back to 127.0.0.1.
+    let v6 = std::net::TcpStream::connect(("::1", port));
+    assert!(v6.is_err(), "something answers on [::1]:{port}");
+    // The redirect as the browser sends it, from the sign-in page: cross-site, our Host.
+    let page = client(true)
+        .get(callback.as_str())
+        .header("sec-fetch-site", "cross-site")
+        .send()
+        .await
+        .unwrap();
+    has(&page.text().await.unwrap(), "Signed in");
+    let (ok, stdout, stderr) = login.finish();
+    assert!(ok, "{stderr}");
+    has(&stdout, "added a@example.com");
+
+    // `codex login`'s cancel of a busy port: Host 127.0.0.1, no browser headers.
+    let login = Login::start(&s.vars, &["login", "--no-browser", "--timeout", "30"]);
+    let host = format!("Host: 127.0.0.1:{port}");
+    assert_eq!(raw_get(port, "/cancel", &[&host]), 200);
+    let (ok, _, stderr) = login.finish();
+    assert!(!ok);
+    has(&stderr, "cancelled");
+    assert_port_free(port);
+}
+
+/// Fails before the fix: with something else listening on [::1] at the callback port, the
+/// login still used that port, though a browser resolving the redirect's `localhost` to ::1
+/// would hand the code and state to it. Such a port now counts as taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_port_taken_on_ipv6_loopback_is_not_used_for_the_callback() {
+    let mut s = setup("file").await;
+    let Ok(squatter) = std::net::TcpListener::bind("[::1]:0") else {
+        eprintln!("no IPv6 loopback here: nothing to take the port on");
+        return;
+    };
+    let port = squatter.local_addr().unwrap().port();
+    s.vars
+        .insert("CODEX_PROXY_LOGIN_PORT".into(), port.to_string());
+    let args = ["login", "--no-browser", "--timeout", "2"];
+    let (ok, stdout, stderr) = Login::start(&s.vars, &args).finish();
+    assert!(!ok, "the login used the port: {stdout}");
+    has(&stderr, &format!("ports [{port}] are all in use"));
+    drop(squatter);
+}
