@@ -47,10 +47,12 @@ impl Pool {
 
         let _cross_process = self.cross_process_lock(key).await?;
 
-        // Another process may have refreshed already: its tokens are on disk.
+        // Another process may have refreshed already: its tokens are on disk, or only in the
+        // keychain if it died between writing there and writing the file.
         let before = self.generation(key);
         self.sync_from_disk();
         self.ensure_tokens(key).await?;
+        self.adopt_newer_keychain_tokens(key).await?;
         if self.generation(key) != before {
             if let Some(found) = self.fresh_credentials(key, now_ms, None)? {
                 return Ok(found);
@@ -106,6 +108,47 @@ impl Pool {
     pub(super) fn flight(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
         let mut flights = self.inner.flights.lock().unwrap_or_else(|p| p.into_inner());
         flights.entry(key.to_string()).or_default().clone()
+    }
+
+    /// Under the refresh lock the keychain entry is the newest copy of a keychain account's
+    /// tokens (every writer puts them there before the file). Takes them when they differ
+    /// from memory, unless memory holds tokens the store refused.
+    async fn adopt_newer_keychain_tokens(&self, key: &str) -> Result<(), AccountsError> {
+        let record = {
+            let state = self.state();
+            let account = state.find(key)?;
+            if !account.record.tokens_in_keychain() || account.unsaved_since.is_some() {
+                return Ok(());
+            }
+            account.record.clone()
+        };
+        let store = self.inner.store.clone();
+        let read = tokio::task::spawn_blocking(move || store.read_tokens(&record)).await;
+        let stored = match read {
+            Ok(Ok(stored)) => stored,
+            // Not worse than before this check: the refresh goes on with what memory has.
+            Ok(Err(e)) => {
+                tracing::warn!("could not check the keychain for newer tokens: {e}");
+                return Ok(());
+            }
+            Err(e) => return Err(AccountsError::Lock(e.to_string())),
+        };
+        let mut state = self.state();
+        if let Some(a) = state.accounts.iter_mut().find(|a| a.key == key) {
+            let newer = stored
+                .refresh
+                .as_ref()
+                .is_some_and(|r| a.refresh.as_ref().map(RefreshToken::expose) != Some(&r.0));
+            if newer && a.unsaved_since.is_none() {
+                tracing::info!("took newer tokens another router left in the keychain");
+                a.access = stored.access.map(|t| AccessToken::new(t.0));
+                a.refresh = stored.refresh.map(|t| RefreshToken::new(t.0));
+                // The file's expiry is the old token's; the new JWT's own `exp` counts.
+                a.record.expires = None;
+                a.generation += 1;
+            }
+        }
+        Ok(())
     }
 
     fn generation(&self, key: &str) -> Option<u64> {

@@ -21,7 +21,8 @@ impl Store {
 
     /// Saves new tokens for `key` in the current store, then records the change in the file.
     /// `upsert` creates the account when it is not in the file yet (a new login); `apply`
-    /// updates its metadata. Returns whether the account already existed.
+    /// updates its metadata. Returns whether the account already existed. Takes the account's
+    /// refresh lock, so a login never interleaves with a refresh's write.
     pub fn save_tokens(
         &self,
         key: &str,
@@ -30,6 +31,7 @@ impl Store {
         upsert: Option<AccountRecord>,
         apply: impl FnOnce(&mut AccountRecord),
     ) -> Result<bool, StoreError> {
+        let _refreshing = self.refresh_lock(key)?;
         // Keychain first: the file must never point to tokens that are not there yet.
         if self.mode == TokenMode::Keychain {
             self.keychain.write(key, tokens)?;
@@ -73,7 +75,8 @@ impl Store {
     /// Saves the answer of a refresh of `key`. A refresh answer may leave out any token
     /// (protocol §1.7), and an absent one stays valid: the keychain entry keeps its stored
     /// value for each absent field, as the file does. Returns whether the account still exists;
-    /// when it does not, no token of it is left in the keychain.
+    /// when it does not, no token of it is left in the keychain. The caller holds the account's
+    /// refresh lock ([`Store::refresh_lock`]) from before the refresh until this returns.
     pub fn save_refreshed_tokens(
         &self,
         key: &str,
@@ -115,61 +118,83 @@ impl Store {
     /// Moves every account's tokens into the current store (after the user switched
     /// `CODEX_PROXY_TOKEN_STORE`). Each account is written to its new place and read back
     /// before the old copy goes, so a failure half-way loses nothing. Returns how many moved.
+    /// Each account moves under its refresh lock, read again once the lock is held: a router
+    /// refreshing it meanwhile would otherwise have its new tokens overwritten by spent ones.
     pub fn move_tokens_to_current_store(&self) -> Result<usize, StoreError> {
-        let file = self.load_accounts()?;
         let in_keychain = self.mode == TokenMode::Keychain;
-        let mut moved = 0;
-        for record in file
+        let keys: Vec<String> = self
+            .load_accounts()?
             .accounts
             .iter()
             .filter(|r| r.tokens_in_keychain() != in_keychain)
-        {
-            let tokens = match self.read_tokens(record) {
-                Ok(tokens) => tokens,
-                // An entry deleted behind our back must not lock out every other account:
-                // this one is flagged for a new login and the rest move on.
-                Err(StoreError::Vault(VaultError::Missing(_) | VaultError::Garbled(_))) => {
-                    let key = record.key();
-                    self.update_accounts(|file| {
-                        if let Some(r) = file.accounts.iter_mut().find(|r| r.key() == key) {
-                            r.token_store = None;
-                            r.needs_login = Some(super::NeedsLogin {
-                                code: "keychain_entry_missing".to_string(),
-                                since: crate::accounts::now_ms(),
-                            });
-                        }
-                    })?;
-                    continue;
-                }
-                Err(e) => return Err(e),
-            };
-            if tokens.refresh.is_none() && tokens.access.is_none() {
+            .map(AccountRecord::key)
+            .collect();
+        let mut moved = 0;
+        for key in keys {
+            let _refreshing = self.refresh_lock(&key)?;
+            let file = self.load_accounts()?;
+            let Some(record) = file
+                .accounts
+                .iter()
+                .find(|r| r.key() == key && r.tokens_in_keychain() != in_keychain)
+            else {
                 continue;
+            };
+            if self.move_one(record)? {
+                moved += 1;
             }
-            let key = record.key();
-            if in_keychain {
-                self.keychain.write(&key, &tokens)?;
-                if self.keychain.read(&key)? != tokens {
-                    return Err(StoreError::Vault(super::VaultError::Other(format!(
-                        "the keychain did not keep the tokens of {key}; nothing was moved for it"
-                    ))));
-                }
-            }
-            let old = record.clone();
-            let mode = self.mode;
-            self.update_accounts(|file| {
-                if let Some(r) = file.accounts.iter_mut().find(|r| r.key() == key) {
-                    place_tokens(r, &tokens, mode);
-                    r.tokens_updated_at = Some(crate::accounts::now_ms());
-                }
-            })?;
-            if !in_keychain {
-                // The file holds them now; the old keychain entry can go.
-                let _ = self.delete_tokens(&old);
-            }
-            moved += 1;
         }
         Ok(moved)
+    }
+
+    /// Moves one account's tokens; the caller holds its refresh lock. Returns whether any
+    /// tokens moved.
+    fn move_one(&self, record: &AccountRecord) -> Result<bool, StoreError> {
+        let in_keychain = self.mode == TokenMode::Keychain;
+        let tokens = match self.read_tokens(record) {
+            Ok(tokens) => tokens,
+            // An entry deleted behind our back must not lock out every other account:
+            // this one is flagged for a new login and the rest move on.
+            Err(StoreError::Vault(VaultError::Missing(_) | VaultError::Garbled(_))) => {
+                let key = record.key();
+                self.update_accounts(|file| {
+                    if let Some(r) = file.accounts.iter_mut().find(|r| r.key() == key) {
+                        r.token_store = None;
+                        r.needs_login = Some(super::NeedsLogin {
+                            code: "keychain_entry_missing".to_string(),
+                            since: crate::accounts::now_ms(),
+                        });
+                    }
+                })?;
+                return Ok(false);
+            }
+            Err(e) => return Err(e),
+        };
+        if tokens.refresh.is_none() && tokens.access.is_none() {
+            return Ok(false);
+        }
+        let key = record.key();
+        if in_keychain {
+            self.keychain.write(&key, &tokens)?;
+            if self.keychain.read(&key)? != tokens {
+                return Err(StoreError::Vault(super::VaultError::Other(format!(
+                    "the keychain did not keep the tokens of {key}; nothing was moved for it"
+                ))));
+            }
+        }
+        let old = record.clone();
+        let mode = self.mode;
+        self.update_accounts(|file| {
+            if let Some(r) = file.accounts.iter_mut().find(|r| r.key() == key) {
+                place_tokens(r, &tokens, mode);
+                r.tokens_updated_at = Some(crate::accounts::now_ms());
+            }
+        })?;
+        if !in_keychain {
+            // The file holds them now; the old keychain entry can go.
+            let _ = self.delete_tokens(&old);
+        }
+        Ok(true)
     }
 }
 

@@ -194,3 +194,81 @@ async fn a_refresh_racing_a_removal_leaves_no_token_in_the_keychain() {
         );
     }
 }
+
+const A: TestAccount = account("a@example.com", "acct-a");
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newer_keychain_entry_left_by_a_crashed_router_is_used() {
+    let pool = KeychainPool::new(&A).await;
+    let (router, base) = pool.start().await;
+    let (status, body) = respond(&base, "s1").await;
+    assert_eq!(status, 200, "{body}");
+    // Another router refreshed and wrote the keychain, then died before the file said so.
+    let first = pool.fake.current_tokens("acct-a");
+    let rotated = refresh_elsewhere(&pool.fake, &first.refresh_token).await;
+    pool.write_entry(&json!({
+        "access": rotated.access_token,
+        "refresh": rotated.refresh_token,
+        "idToken": rotated.id_token,
+    }));
+    // This router's access token is now superseded: its 401 leads to the refresh path.
+    let (status, body) = respond(&base, "s2").await;
+    router.stop().await;
+    assert_eq!(status, 200, "the account still serves: {body}");
+    assert_eq!(
+        pool.fake.refresh_count("acct-a"),
+        1,
+        "the keychain's newer tokens were used, the spent refresh token not replayed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moving_tokens_to_the_file_waits_for_a_refresh_in_flight() {
+    let pool = KeychainPool::new(&A).await;
+    let keychain_store = pool.settings().store();
+    let mut file_vars = pool.vars.clone();
+    file_vars.insert("CODEX_PROXY_TOKEN_STORE".into(), "file".into());
+    let file_settings =
+        router::settings::Settings::from_vars(&move |n| file_vars.get(n).cloned()).unwrap();
+    let path = pool.dir.path().join("openai-accounts.json");
+
+    // A router's refresh of a@ is in flight: it holds a@'s refresh lock. (The accounts-file
+    // lock is held too, so a move that does not wait for the refresh stops between reading
+    // the keychain and writing the file, where the refresh lands.)
+    let refresh_lock = keychain_store.refresh_lock(A_USER).unwrap();
+    let file_lock =
+        router::store::FileLock::acquire(&path.with_file_name("openai-accounts.json.lock"))
+            .unwrap();
+    let mover = std::thread::spawn(move || file_settings.store().move_tokens_to_current_store());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // The refresh: the issuer rotates, the keychain gets the new tokens, then the file.
+    let first = pool.fake.current_tokens("acct-a");
+    let rotated = refresh_elsewhere(&pool.fake, &first.refresh_token).await;
+    pool.write_entry(&json!({
+        "access": rotated.access_token,
+        "refresh": rotated.refresh_token,
+        "idToken": rotated.id_token,
+    }));
+    let mut file: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    file["accounts"][0]["tokensUpdatedAt"] = json!(router::accounts::now_ms());
+    std::fs::write(&path, file.to_string()).unwrap();
+    drop(file_lock);
+    drop(refresh_lock);
+
+    let moved = tokio::task::spawn_blocking(move || mover.join().unwrap())
+        .await
+        .unwrap()
+        .expect("the move succeeds");
+    assert_eq!(moved, 1);
+    let file: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    assert_eq!(
+        file["accounts"][0]["parts"]["refreshToken"],
+        rotated.refresh_token.as_str(),
+        "the file got the live refresh token, not the one the refresh spent"
+    );
+    assert!(
+        pool.entry().is_none(),
+        "the keychain entry went after the move"
+    );
+}
