@@ -41,8 +41,10 @@ const DROPPED_RESPONSE_HEADERS: [&str; 6] = [
 ];
 /// How much opening preamble to hold back while waiting for the first decisive event.
 const MAX_HELD_BYTES: usize = 1024 * 1024;
-/// How long to hold the opening back at most: a limit failure comes at once, so a stream
-/// that has only said "created" for this long is passed on rather than kept from Codex.
+/// How long to hold the opening back at most, counted from its first bytes: a limit failure
+/// comes at once, so a stream that has only said "created" for this long is queued upstream
+/// and is passed on as it is rather than kept from Codex (or failed over, spending a second
+/// account on the same request).
 const MAX_HOLD: Duration = Duration::from_secs(5);
 
 /// The request as it will be sent upstream, the same for every account tried.
@@ -248,15 +250,28 @@ async fn open_stream(
             replay: None,
         })
     };
-    let opened = std::time::Instant::now();
+    // Set by the first bytes: from then on the upstream is working on this request as this
+    // account, so waiting past the hold and trying another account would spend both.
+    let mut hold_ends: Option<tokio::time::Instant> = None;
     'read: loop {
-        let chunk = match tokio::time::timeout(first_byte, upstream.next()).await {
+        let next = upstream.next();
+        let read = match hold_ends {
+            None => tokio::time::timeout(first_byte, next).await,
+            Some(end) => match tokio::time::timeout_at(end, next).await {
+                Err(_) => break 'read,
+                Ok(read) => Ok(read),
+            },
+        };
+        let chunk = match read {
             Err(_) => return transient("the stream stalled before its first output"),
             Ok(None) => return transient("the stream ended before its first output"),
             Ok(Some(Err(e))) => return transient(&format!("the stream broke: {}", describe(&e))),
             Ok(Some(Ok(chunk))) => chunk,
         };
         held.extend_from_slice(&chunk);
+        if hold_ends.is_none() && !held.is_empty() {
+            hold_ends = Some(tokio::time::Instant::now() + MAX_HOLD.min(first_byte));
+        }
         while let Some(end) = sse::event_end(&held[scanned..]) {
             let event = &held[scanned..scanned + end];
             scanned += end;
@@ -272,7 +287,7 @@ async fn open_stream(
                 Opening::Overloaded { code } => return transient(&format!("overloaded ({code})")),
             }
         }
-        if held.len() > MAX_HELD_BYTES || opened.elapsed() > MAX_HOLD {
+        if held.len() > MAX_HELD_BYTES {
             break;
         }
     }

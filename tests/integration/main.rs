@@ -19,6 +19,7 @@ mod keychain_refresh;
 mod login;
 mod moves;
 mod openai_path;
+mod opening_hold;
 mod operator;
 mod operator_doctor;
 mod operator_setup;

@@ -32,7 +32,8 @@ const DROPPED_HANDSHAKE_HEADERS: [&str; 5] = [
     "sec-websocket-protocol",
     "origin",
 ];
-/// How long to hold an opening back at most, as on HTTP: a limit failure comes at once.
+/// How long to hold an opening back at most, counted from its first frame, as on HTTP: a
+/// limit failure comes at once, so a response that only said "created" is queued upstream.
 const MAX_HOLD: Duration = Duration::from_secs(5);
 /// Preamble frames held at most before the opening is passed on anyway.
 const MAX_HELD: usize = 64;
@@ -251,10 +252,26 @@ pub(super) async fn request(
         )));
     }
     let first_byte = state.settings().first_byte_timeout;
-    let opened = Instant::now();
     let mut frames = Vec::new();
+    // Set by the first preamble frame: from then on the upstream is working on this request
+    // as this account, so waiting past the hold and trying another would spend both.
+    let mut hold_ends: Option<tokio::time::Instant> = None;
     loop {
-        let message = match tokio::time::timeout(first_byte, link.socket.next()).await {
+        let next = link.socket.next();
+        let read = match hold_ends {
+            None => tokio::time::timeout(first_byte, next).await,
+            Some(end) => match tokio::time::timeout_at(end, next).await {
+                Err(_) => {
+                    return Ok(Opening {
+                        frames,
+                        status: 200,
+                        done: false,
+                    })
+                }
+                Ok(read) => Ok(read),
+            },
+        };
+        let message = match read {
             Err(_) => {
                 return Err(transient(
                     "the upstream socket stalled before its first output",
@@ -279,6 +296,9 @@ pub(super) async fn request(
             _ => continue,
         };
         frames.push(message);
+        if hold_ends.is_none() {
+            hold_ends = Some(tokio::time::Instant::now() + MAX_HOLD.min(first_byte));
+        }
         if let Step::Output { status, done } = step {
             return Ok(Opening {
                 frames,
@@ -286,7 +306,7 @@ pub(super) async fn request(
                 done,
             });
         }
-        if frames.len() > MAX_HELD || opened.elapsed() > MAX_HOLD {
+        if frames.len() > MAX_HELD {
             return Ok(Opening {
                 frames,
                 status: 200,
