@@ -21,6 +21,9 @@ const KEPT: usize = 20;
 const SESSIONS: usize = 4096;
 /// Items remembered per session; a history longer than this is far past any context window.
 const ITEMS_PER_SESSION: usize = 16_384;
+/// Items remembered over all sessions: a session's items are a few tens of bytes each, so
+/// this bounds the map near 10 MB whatever clients send.
+const ITEMS: usize = 262_144;
 /// The writer of items the upstream refused without the router knowing who wrote them: no
 /// account can read them.
 pub const UNKNOWN_WRITER: &str = "";
@@ -45,6 +48,31 @@ pub struct MoveRecord {
 struct Foreign {
     by_session: HashMap<String, HashMap<u64, String>>,
     order: VecDeque<String>,
+    /// Items over all sessions, kept at most `ITEMS`.
+    items: usize,
+}
+
+impl Foreign {
+    /// Forgets the oldest sessions (never `keep`) until `more` items fit under `ITEMS`, and
+    /// keeps at most `SESSIONS` sessions.
+    fn make_room(&mut self, keep: &str, more: usize) {
+        let mut skipped = None;
+        while self.items + more > ITEMS || self.order.len() > SESSIONS {
+            let Some(old) = self.order.pop_front() else {
+                break;
+            };
+            if old == keep {
+                skipped = Some(old);
+                continue;
+            }
+            if let Some(items) = self.by_session.remove(&old) {
+                self.items -= items.len();
+            }
+        }
+        if let Some(keep) = skipped {
+            self.order.push_front(keep);
+        }
+    }
 }
 
 #[derive(Default)]
@@ -62,19 +90,17 @@ impl Moves {
             return;
         }
         let mut guard = self.foreign.lock().unwrap_or_else(|p| p.into_inner());
-        let Foreign {
-            by_session: map,
-            order,
-        } = &mut *guard;
-        if !map.contains_key(session) {
-            order.push_back(session.to_string());
-            if order.len() > SESSIONS {
-                if let Some(old) = order.pop_front() {
-                    map.remove(&old);
-                }
-            }
+        let foreign = &mut *guard;
+        if !foreign.by_session.contains_key(session) {
+            foreign.order.push_back(session.to_string());
         }
-        let known = map.entry(session.to_string()).or_default();
+        let held = foreign.by_session.get(session).map_or(0, HashMap::len);
+        let more = found.len().min(ITEMS_PER_SESSION.saturating_sub(held));
+        // Junk items from one client must not push out the sessions of others forever: the
+        // oldest sessions go first, as a session that moved long ago is least likely back.
+        foreign.make_room(session, more);
+        let known = foreign.by_session.entry(session.to_string()).or_default();
+        let before = known.len();
         for fingerprint in found {
             if known.len() >= ITEMS_PER_SESSION {
                 break;
@@ -83,6 +109,7 @@ impl Moves {
                 .entry(fingerprint)
                 .or_insert_with(|| writer.to_string());
         }
+        foreign.items += known.len() - before;
     }
 
     /// Whether the session has items the router attributed (cheap: no body is read).
@@ -274,5 +301,29 @@ mod tests {
         // Items nobody could read are dropped for everyone.
         moves.written_by("u", &old["input"], UNKNOWN_WRITER);
         assert_eq!(moves.clean("u", &old, "a").map(|c| c.1), Some(2));
+    }
+
+    #[test]
+    fn a_flood_of_junk_encrypted_items_stays_within_the_cap_and_keeps_the_newest_session() {
+        let moves = Moves::default();
+        let sessions = 24;
+        for s in 0..sessions {
+            let items: Vec<Value> = (0..ITEMS_PER_SESSION)
+                .map(|i| json!({"type": "reasoning", "encrypted_content": format!("junk:{s}:{i}")}))
+                .collect();
+            moves.written_by(&format!("flood-{s}"), &Value::Array(items), "a");
+        }
+        let guard = moves.foreign.lock().unwrap();
+        let total: usize = guard.by_session.values().map(HashMap::len).sum();
+        assert!(total <= ITEMS, "{total} items remembered");
+        let newest = format!("flood-{}", sessions - 1);
+        assert_eq!(
+            guard.by_session.get(&newest).map(HashMap::len),
+            Some(ITEMS_PER_SESSION)
+        );
+        assert!(
+            !guard.by_session.contains_key("flood-0"),
+            "the oldest session went"
+        );
     }
 }

@@ -13,6 +13,8 @@ use crate::store::{BindingsFile, Store, StoredBinding};
 const TURN_TTL_MS: i64 = 60 * 60 * 1000;
 /// Above this many live turns, old ones are dropped when a new one comes.
 const MAX_TURNS: usize = 4096;
+/// Sessions kept at most.
+const MAX_SESSIONS: usize = 65_536;
 
 #[derive(Clone, Debug)]
 struct Binding {
@@ -99,6 +101,7 @@ impl Bindings {
                 return current.account.clone();
             }
         }
+        make_room(&mut maps.sessions, session);
         let changed = maps
             .sessions
             .insert(
@@ -119,6 +122,7 @@ impl Bindings {
     pub fn confirm(&self, session: Option<&str>, turn: Option<&str>, account: &str, now_ms: i64) {
         let mut maps = self.maps();
         if let Some(session) = session {
+            make_room(&mut maps.sessions, session);
             let entry = maps.sessions.entry(session.to_string()).or_insert(Binding {
                 account: String::new(),
                 last_seen: now_ms,
@@ -131,8 +135,9 @@ impl Bindings {
         }
         if let Some(turn) = turn {
             // Turns are not saved, so they are pruned here, where they are added.
-            if maps.turns.len() >= MAX_TURNS {
+            if maps.turns.len() >= MAX_TURNS && !maps.turns.contains_key(turn) {
                 maps.turns.retain(|_, b| now_ms - b.last_seen < TURN_TTL_MS);
+                evict_oldest(&mut maps.turns, MAX_TURNS);
             }
             maps.turns.insert(
                 turn.to_string(),
@@ -182,5 +187,78 @@ impl Bindings {
             tracing::warn!("{e}");
             self.dirty.store(true, Ordering::Relaxed);
         }
+    }
+}
+
+/// Makes room for `key` in a full session map: the least recently seen sessions go, as the
+/// idle time-out would take them first.
+fn make_room(map: &mut HashMap<String, Binding>, key: &str) {
+    if map.len() >= MAX_SESSIONS && !map.contains_key(key) {
+        evict_oldest(map, MAX_SESSIONS);
+    }
+}
+
+/// Keys are chosen by clients, so a full map drops its least recently seen eighth at once:
+/// one sort per many inserts instead of a scan per insert.
+fn evict_oldest(map: &mut HashMap<String, Binding>, cap: usize) {
+    if map.len() < cap {
+        return;
+    }
+    let mut seen: Vec<i64> = map.values().map(|b| b.last_seen).collect();
+    let cut = (map.len() - cap + cap / 8).min(seen.len() - 1);
+    let (_, threshold, _) = seen.select_nth_unstable(cut);
+    let threshold = *threshold;
+    map.retain(|_, b| b.last_seen > threshold);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn empty() -> Bindings {
+        Bindings {
+            maps: Arc::new(Mutex::new(Maps::default())),
+            dirty: Arc::new(AtomicBool::new(false)),
+            saving: Arc::new(Mutex::new(())),
+            ttl_ms: 24 * 60 * 60 * 1000,
+        }
+    }
+
+    #[test]
+    fn a_flood_of_client_chosen_turn_states_keeps_the_newest_within_the_cap() {
+        let bindings = empty();
+        let now = 1_000_000;
+        for i in 0..(MAX_TURNS * 4) {
+            let turn = format!("junk-turn-{i}");
+            bindings.confirm(None, Some(&turn), "a", now + i as i64);
+        }
+        let maps = bindings.maps();
+        assert!(maps.turns.len() <= MAX_TURNS, "{} turns", maps.turns.len());
+        let newest = format!("junk-turn-{}", MAX_TURNS * 4 - 1);
+        assert!(maps.turns.contains_key(&newest), "the newest turn is kept");
+        assert!(!maps.turns.contains_key("junk-turn-0"), "the oldest went");
+    }
+
+    #[test]
+    fn a_flood_of_client_chosen_session_keys_keeps_the_newest_within_the_cap() {
+        let bindings = empty();
+        let now = 1_000_000;
+        for i in 0..(MAX_SESSIONS + MAX_SESSIONS / 2) {
+            let session = format!("junk-session-{i}");
+            let account = bindings.bind(&session, None, "a", now + i as i64);
+            assert_eq!(account, "a");
+        }
+        for i in 0..1000 {
+            let session = format!("confirmed-{i}");
+            bindings.confirm(Some(&session), None, "a", now + 10_000_000 + i);
+        }
+        let maps = bindings.maps();
+        assert!(
+            maps.sessions.len() <= MAX_SESSIONS,
+            "{} sessions",
+            maps.sessions.len()
+        );
+        assert!(maps.sessions.contains_key("confirmed-999"));
+        assert!(!maps.sessions.contains_key("junk-session-0"));
     }
 }
