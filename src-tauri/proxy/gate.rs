@@ -11,13 +11,6 @@ use super::error::ProxyError;
 use super::ProxyState;
 use crate::settings::is_loopback_host;
 
-/// Origins of the app's own webview (Linux/macOS and Windows).
-const APP_ORIGINS: [&str; 3] = [
-    "tauri://localhost",
-    "http://tauri.localhost",
-    "https://tauri.localhost",
-];
-
 pub async fn check(State(state): State<ProxyState>, request: Request, next: Next) -> Response {
     let headers = request.headers();
     if let Some(host) = headers.get(header::HOST).and_then(|v| v.to_str().ok()) {
@@ -25,11 +18,11 @@ pub async fn check(State(state): State<ProxyState>, request: Request, next: Next
             return ProxyError::ForeignHost(host.to_string()).into_response();
         }
     }
+    // Codex and `cma` send no Origin; the dashboard talks to the app, never to the proxy.
+    // Any Origin at all is a browser page (or another app's webview) reaching in.
     if let Some(origin) = headers.get(header::ORIGIN) {
-        let origin = origin.to_str().unwrap_or("");
-        if !APP_ORIGINS.contains(&origin) {
-            return ProxyError::ForeignOrigin(origin.to_string()).into_response();
-        }
+        let origin = String::from_utf8_lossy(origin.as_bytes()).into_owned();
+        return ProxyError::ForeignOrigin(origin).into_response();
     }
     if request.uri().path() != "/health" {
         if let Some(expected) = &state.settings().client_token {

@@ -273,6 +273,35 @@ async fn foreign_hosts_and_browser_origins_are_refused() {
     assert_eq!(localhost.status(), 200);
 }
 
+/// The dashboard talks to the app through Tauri commands, never to the proxy, so no Origin
+/// is ours: not even the default ones every Tauri app's webview has.
+#[tokio::test]
+async fn no_browser_origin_is_accepted_not_even_tauris_own() {
+    let h = Harness::start(&[account("a@example.com", "acct-a")]).await;
+    for origin in [
+        "tauri://localhost",
+        "http://tauri.localhost",
+        "https://tauri.localhost",
+        "null",
+    ] {
+        let response = h
+            .http
+            .get(format!("{}/status", h.base))
+            .header("origin", origin)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 403, "origin {origin}");
+    }
+    let plain = h
+        .http
+        .get(format!("{}/status", h.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(plain.status(), 200);
+}
+
 #[tokio::test]
 async fn no_account_at_all_says_to_run_cma_login() {
     let h = Harness::start(&[]).await;
