@@ -12,7 +12,6 @@ mod settings;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use axum::serve::ListenerExt;
 use tokio::sync::watch;
 
 pub use accounts::{
@@ -167,17 +166,10 @@ pub async fn start_router(settings: Settings) -> Result<RunningRouter, AppError>
                 }
             }
         });
-        // Without TCP_NODELAY the last small writes of a stream wait for the client's delayed
-        // ACK: measured, every turn ended about 40 ms late.
-        let listener = listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+        let stopped = async move {
             let _ = stop.wait_for(|stopped| *stopped).await;
-        });
-        if let Err(e) = serve.await {
-            tracing::error!("the router stopped: {e}");
-        }
+        };
+        proxy::serve(listener, app, proxy::ListenerLimits::default(), stopped).await;
         saver.abort();
         poller.abort();
         let _ =

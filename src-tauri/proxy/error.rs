@@ -16,6 +16,8 @@ pub enum ProxyError {
     Unauthorized,
     #[error("requests for host {0:?} are refused; use the router's own address")]
     ForeignHost(String),
+    #[error("requests without a Host header are refused; use HTTP/1.1")]
+    MissingHost,
     #[error("browser requests from origin {0:?} are refused")]
     ForeignOrigin(String),
     #[error("no ChatGPT account is configured; run `cma login` to add one")]
@@ -58,7 +60,9 @@ impl ProxyError {
             ProxyError::InvalidJson(_) | ProxyError::BodyRead(_) => StatusCode::BAD_REQUEST,
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::Unauthorized => StatusCode::UNAUTHORIZED,
-            ProxyError::ForeignHost(_) | ProxyError::ForeignOrigin(_) => StatusCode::FORBIDDEN,
+            ProxyError::ForeignHost(_) | ProxyError::MissingHost | ProxyError::ForeignOrigin(_) => {
+                StatusCode::FORBIDDEN
+            }
             // Codex shows a 4xx at once instead of retrying it for half a minute: these
             // need the user, not patience.
             ProxyError::NoAccounts | ProxyError::AllNeedLogin(_) | ProxyError::AllDisabled => {
@@ -83,7 +87,7 @@ impl ProxyError {
             ProxyError::BodyRead(_) => "body_read_failed",
             ProxyError::BodyTooLarge { .. } => "body_too_large",
             ProxyError::Unauthorized => "invalid_proxy_token",
-            ProxyError::ForeignHost(_) => "forbidden_host",
+            ProxyError::ForeignHost(_) | ProxyError::MissingHost => "forbidden_host",
             ProxyError::ForeignOrigin(_) => "forbidden_origin",
             ProxyError::NoAccounts => "no_accounts",
             ProxyError::AllNeedLogin(_) => "accounts_need_login",

@@ -1,5 +1,6 @@
 //! The front door: Host and Origin checks against DNS rebinding and browsers, and the
-//! bearer token when one is configured. `/health` stays open for probes.
+//! bearer token when one is configured. `/health` stays open for probes, but not to a request
+//! without Host or with an Origin: those checks fail closed everywhere.
 
 use axum::extract::{Request, State};
 use axum::http::header;
@@ -13,10 +14,13 @@ use crate::settings::is_loopback_host;
 
 pub async fn check(State(state): State<ProxyState>, request: Request, next: Next) -> Response {
     let headers = request.headers();
-    if let Some(host) = headers.get(header::HOST).and_then(|v| v.to_str().ok()) {
-        if !host_allowed(host, &state.settings().host) {
-            return ProxyError::ForeignHost(host.to_string()).into_response();
-        }
+    // HTTP/1.0 may leave Host out; the rebinding check cannot pass without one.
+    let host = match headers.get(header::HOST) {
+        Some(value) => value.to_str().unwrap_or(""),
+        None => return ProxyError::MissingHost.into_response(),
+    };
+    if !host_allowed(host, &state.settings().host) {
+        return ProxyError::ForeignHost(host.to_string()).into_response();
     }
     // Codex and `cma` send no Origin; the dashboard talks to the app, never to the proxy.
     // Any Origin at all is a browser page (or another app's webview) reaching in.

@@ -5,6 +5,7 @@ mod encoding;
 mod error;
 mod forward;
 mod gate;
+mod listener;
 pub mod moves;
 mod pooled;
 mod sse;
@@ -25,6 +26,7 @@ use futures_util::StreamExt;
 
 pub use error::ProxyError;
 pub use forward::{FORCE_HEADER, SERVED_BY_HEADER};
+pub use listener::{serve, ListenerLimits};
 pub use status::{snapshot, AccountStatus, RouterStatus, SERVICE_NAME};
 
 use crate::accounts::ALL_MODELS;
@@ -246,17 +248,51 @@ async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Byte
     if declared.is_some_and(|len| len > limit as u64) {
         return Err(ProxyError::BodyTooLarge { limit });
     }
-    // One buffer sized from Content-Length: collecting chunks and joining them would copy a
-    // large body twice and leave the allocator holding both.
-    let mut buffer =
-        bytes::BytesMut::with_capacity(declared.unwrap_or(0).min(limit as u64) as usize);
+    let expected = declared.map_or(limit, |len| len as usize);
+    let mut buffer = bytes::BytesMut::new();
     let mut body = body.into_data_stream();
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(|e| ProxyError::BodyRead(e.to_string()))?;
-        if buffer.len() + chunk.len() > limit {
+        let needed = buffer.len() + chunk.len();
+        if needed > limit {
             return Err(ProxyError::BodyTooLarge { limit });
+        }
+        if needed > buffer.capacity() {
+            buffer.reserve(room_for(buffer.len(), needed, expected) - buffer.len());
         }
         buffer.extend_from_slice(&chunk);
     }
     Ok(buffer.freeze())
+}
+
+/// The capacity to grow a body buffer holding `held` bytes to, when `needed` must fit and
+/// `expected` are announced. Content-Length is a promise, not bytes: the whole of it is
+/// reserved only once an eighth has arrived (so a client that declares 128 MB and sends 10
+/// bytes costs 64 KiB, never more than eight times what it sent); before that the buffer grows
+/// fourfold, so a real 20 MB body is moved a few megabytes more, not copied again and again.
+fn room_for(held: usize, needed: usize, expected: usize) -> usize {
+    const FIRST: usize = 64 * 1024;
+    let room = if held.saturating_mul(8) >= expected {
+        expected
+    } else {
+        held.saturating_mul(4).max(FIRST).min(expected)
+    };
+    room.max(needed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_declared_length_is_not_allocated_before_the_bytes_come() {
+        let declared = 128 * 1024 * 1024;
+        assert_eq!(room_for(0, 10, declared), 64 * 1024);
+        // Fourfold steps until an eighth has come, then the declared size at once; never
+        // less than what arrived.
+        assert_eq!(room_for(64 * 1024, 64 * 1024 + 1, declared), 256 * 1024);
+        assert_eq!(room_for(1 << 20, (1 << 20) + 1, 20 << 20), 4 << 20);
+        assert_eq!(room_for(4 << 20, (4 << 20) + 1, 20 << 20), 20 << 20);
+        assert_eq!(room_for(0, 100, 50), 100);
+    }
 }

@@ -20,6 +20,7 @@ use serde_json::json;
 use tracing::Instrument;
 
 use super::error::ProxyError;
+use super::listener::ConnectionSlot;
 use super::ProxyState;
 use crate::routing::RequestIdentity;
 use session::Session;
@@ -52,6 +53,8 @@ pub async fn responses_upgrade(State(state): State<ProxyState>, request: Request
         return (StatusCode::UPGRADE_REQUIRED, axum::Json(body)).into_response();
     }
     let (mut parts, _body) = request.into_parts();
+    // The socket keeps its connection's place under the listener's cap while it is open.
+    let slot = parts.extensions.remove::<ConnectionSlot>();
     let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &state).await {
         Ok(upgrade) => upgrade,
         Err(_) => return ProxyError::NotAnUpgrade(path).into_response(),
@@ -72,6 +75,10 @@ pub async fn responses_upgrade(State(state): State<ProxyState>, request: Request
                 marking: None,
                 queued: VecDeque::new(),
             };
-            session.run().instrument(span)
+            async move {
+                session.run().await;
+                drop(slot);
+            }
+            .instrument(span)
         })
 }

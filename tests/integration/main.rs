@@ -16,6 +16,7 @@ mod fakes;
 mod import;
 mod keychain;
 mod keychain_refresh;
+mod listener;
 mod login;
 mod moves;
 mod openai_path;
