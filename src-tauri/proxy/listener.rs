@@ -240,3 +240,46 @@ impl Drop for Busy {
         self.0.set(Phase::Idle);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use futures_util::FutureExt;
+
+    use super::*;
+
+    fn activity(idle: &Arc<AtomicUsize>, max_idle: usize) -> Arc<Activity> {
+        Arc::new(Activity {
+            phase: Mutex::new(Phase::New),
+            idle: idle.clone(),
+            max_idle,
+            close_when_idle: Notify::new(),
+        })
+    }
+
+    fn told_to_close(activity: &Activity) -> bool {
+        activity.close_when_idle.notified().now_or_never().is_some()
+    }
+
+    #[test]
+    fn a_connection_going_idle_past_the_cap_is_told_to_close_and_counts_stay_exact() {
+        let idle = Arc::new(AtomicUsize::new(0));
+        let (first, second) = (activity(&idle, 1), activity(&idle, 1));
+        drop(Busy::begin(first.clone()));
+        assert_eq!(idle.load(Ordering::Relaxed), 1);
+        assert!(!told_to_close(&first));
+        drop(Busy::begin(second.clone()));
+        assert!(
+            told_to_close(&second),
+            "the second idle one is over the cap"
+        );
+        second.close();
+        assert_eq!(idle.load(Ordering::Relaxed), 1);
+        // A new request on the idle connection takes it out of the count.
+        let busy = Busy::begin(first.clone());
+        assert_eq!(idle.load(Ordering::Relaxed), 0);
+        first.close();
+        // A request whose body outlives its connection (an upgrade) counts nothing after.
+        drop(busy);
+        assert_eq!(idle.load(Ordering::Relaxed), 0);
+    }
+}
