@@ -15,15 +15,10 @@ pub async fn run(
     no_browser: bool,
     timeout: Duration,
 ) -> Result<(), AppError> {
-    // Fail on an unusable keychain before the user signs in, not after.
+    // Fail on a keychain that cannot hold the account before the user signs in, not after.
     let store = app::open_store(settings).await?;
-    if store.token_mode() == crate::store::TokenMode::Keychain {
-        let keychain = store.keychain().clone();
-        tokio::task::spawn_blocking(move || keychain.probe())
-            .await
-            .map_err(|e| AppError::Internal(e.to_string()))?
-            .map_err(crate::store::StoreError::from)?;
-    }
+    let checked = store.clone();
+    blocking(move || Ok(checked.check_before_login()?)).await?;
     let http = app::http_client()?;
     let tokens = if device {
         let code = oauth::request_device_code(&http, &settings.oauth_issuer).await?;

@@ -312,6 +312,11 @@ pub fn start_login(app: &Shell, wanted: Option<String>) {
 async fn login(app: &Shell, wanted: Option<String>) -> Result<Option<String>, AppError> {
     let settings = &app.desktop.settings;
     let store = app::open_store(settings).await?;
+    // A keychain that cannot hold the account fails before the sign-in, not after.
+    let checked = store.clone();
+    tokio::task::spawn_blocking(move || checked.check_before_login())
+        .await
+        .map_err(|e| AppError::Internal(e.to_string()))??;
     let options = BrowserLoginOptions {
         issuer: settings.oauth_issuer.clone(),
         ports: settings.login_ports.clone(),

@@ -4,6 +4,7 @@
 mod accounts_file;
 mod atomic;
 mod bindings_file;
+mod sealed;
 mod tokens;
 mod vault;
 
@@ -13,7 +14,7 @@ pub use accounts_file::{AccountRecord, AccountsFile, NeedsLogin, Parts, StoredSe
 pub use atomic::{create_private_dir, write_atomic, FileLock};
 pub use bindings_file::{BindingsFile, StoredBinding};
 use sha2::{Digest, Sha256};
-pub use vault::{Keychain, TokenSet, VaultError};
+pub use vault::{Keychain, TokenSet, VaultError, MAX_ENTRY_UTF16};
 
 use crate::paths::Paths;
 

@@ -1,16 +1,30 @@
 //! Reading, writing, moving and deleting an account's tokens in whichever store holds them.
-//! The file always says where (`tokenStore`), so a router never guesses.
+//! The file always says where (`tokenStore`), so a router never guesses. In the keychain an
+//! account's entry holds its refresh token and the key of its access and id tokens, which are
+//! sealed in a file beside the accounts file: three JWTs do not fit Windows' keychain.
 
 use super::accounts_file::KEYCHAIN;
+use super::sealed::{self, SealKey, SealedPair, SealedTokens};
+use super::vault::Entry;
 use super::{AccountRecord, Store, StoreError, StoredSecret, TokenMode, TokenSet, VaultError};
 
 impl Store {
+    /// Checks, before a sign-in, that its tokens can be saved: in keychain mode the keychain
+    /// must answer and take an entry of the largest size written (see
+    /// [`super::Keychain::probe_largest_entry`]). Blocking: it may wait on the keychain.
+    pub fn check_before_login(&self) -> Result<(), StoreError> {
+        if self.mode == TokenMode::Keychain {
+            self.keychain.probe_largest_entry()?;
+        }
+        Ok(())
+    }
+
     /// An account's tokens from wherever they are. May wait on the keychain: call it off the
     /// request path, once per account and token change.
     pub fn read_tokens(&self, record: &AccountRecord) -> Result<TokenSet, StoreError> {
         if record.tokens_in_keychain() {
             // The file says keychain: read from there even in file mode.
-            return Ok(self.keychain.read(&record.key())?);
+            return Ok(self.read_keychain(&record.key())?.0);
         }
         Ok(TokenSet {
             access: record.access.clone(),
@@ -34,7 +48,7 @@ impl Store {
         let _refreshing = self.refresh_lock(key)?;
         // Keychain first: the file must never point to tokens that are not there yet.
         if self.mode == TokenMode::Keychain {
-            self.keychain.write(key, tokens)?;
+            self.write_keychain(key, tokens, None)?;
         }
         self.record_token_write(key, tokens, expires, upsert, apply)
     }
@@ -85,24 +99,26 @@ impl Store {
         apply: impl FnOnce(&mut AccountRecord),
     ) -> Result<bool, StoreError> {
         if self.mode == TokenMode::Keychain {
-            let stored = match self.keychain.read(key) {
+            let (stored, seal_key) = match self.read_keychain(key) {
                 Ok(stored) => stored,
                 // Nothing to keep: the answer is all there is.
-                Err(VaultError::Missing(_) | VaultError::Garbled(_)) => TokenSet::default(),
-                Err(e) => return Err(e.into()),
+                Err(StoreError::Vault(VaultError::Missing(_) | VaultError::Garbled(_))) => {
+                    (TokenSet::default(), None)
+                }
+                Err(e) => return Err(e),
             };
             let merged = TokenSet {
                 access: answer.access.clone().or(stored.access),
                 refresh: answer.refresh.clone().or(stored.refresh),
                 id_token: answer.id_token.clone().or(stored.id_token),
             };
-            self.keychain.write(key, &merged)?;
+            self.write_keychain(key, &merged, seal_key)?;
         }
         let exists = self.record_token_write(key, answer, expires, None, apply)?;
         if !exists && self.mode == TokenMode::Keychain {
             // Removed (or logged out) while the refresh ran: its delete may have come before
             // the write above, which would leave a live token that nothing points to.
-            self.keychain.delete(key)?;
+            self.delete_keychain(key)?;
         }
         Ok(exists)
     }
@@ -110,7 +126,7 @@ impl Store {
     /// Deletes an account's keychain entry, if it has one.
     pub fn delete_tokens(&self, record: &AccountRecord) -> Result<(), StoreError> {
         if record.tokens_in_keychain() {
-            self.keychain.delete(&record.key())?;
+            self.delete_keychain(&record.key())?;
         }
         Ok(())
     }
@@ -175,8 +191,8 @@ impl Store {
         }
         let key = record.key();
         if in_keychain {
-            self.keychain.write(&key, &tokens)?;
-            if self.keychain.read(&key)? != tokens {
+            self.write_keychain(&key, &tokens, None)?;
+            if self.read_keychain(&key)?.0 != tokens {
                 return Err(StoreError::Vault(super::VaultError::Other(format!(
                     "the keychain did not keep the tokens of {key}; nothing was moved for it"
                 ))));
@@ -195,6 +211,71 @@ impl Store {
             let _ = self.delete_tokens(&old);
         }
         Ok(true)
+    }
+}
+
+impl Store {
+    /// An account's tokens from its keychain entry (and the sealed file, for an entry of
+    /// today's shape), with the entry's seal key for the next write.
+    fn read_keychain(&self, key: &str) -> Result<(TokenSet, Option<SealKey>), StoreError> {
+        let entry = self.keychain.read_entry(key)?;
+        let Some(text) = &entry.seal_key else {
+            // The old shape: the three tokens in the entry itself.
+            let tokens = TokenSet {
+                access: entry.access,
+                refresh: entry.refresh,
+                id_token: entry.id_token,
+            };
+            return Ok((tokens, None));
+        };
+        let seal_key =
+            SealKey::from_text(text).ok_or_else(|| VaultError::Garbled(key.to_string()))?;
+        // A blob that does not open (a writer died between the entry and the file) only
+        // costs a refresh: the refresh token is in the entry.
+        let pair = SealedTokens::beside(&self.accounts_path)
+            .get(key)?
+            .and_then(|blob| sealed::open(&seal_key, key, &blob))
+            .unwrap_or_default();
+        let tokens = TokenSet {
+            access: pair.access,
+            refresh: entry.refresh,
+            id_token: pair.id_token,
+        };
+        Ok((tokens, Some(seal_key)))
+    }
+
+    /// Writes an account's tokens in today's shape: first the entry (refresh token and seal
+    /// key) in one keychain call, so the rotated refresh token is safe once it returns, then
+    /// the sealed access and id tokens. `seal_key` is the entry's current key, kept so that
+    /// readers meanwhile still open the sealed file; `None` makes a new one.
+    fn write_keychain(
+        &self,
+        key: &str,
+        tokens: &TokenSet,
+        seal_key: Option<SealKey>,
+    ) -> Result<(), StoreError> {
+        let seal_key = match seal_key {
+            Some(seal_key) => seal_key,
+            None => SealKey::generate()?,
+        };
+        let entry = Entry {
+            refresh: tokens.refresh.clone(),
+            seal_key: Some(seal_key.to_text()),
+            ..Entry::default()
+        };
+        self.keychain.write_entry(key, &entry)?;
+        let pair = SealedPair {
+            access: tokens.access.clone(),
+            id_token: tokens.id_token.clone(),
+        };
+        let blob = sealed::seal(&seal_key, key, &pair)?;
+        SealedTokens::beside(&self.accounts_path).put(key, blob)
+    }
+
+    /// Deletes the entry, then the sealed tokens it was the key to.
+    fn delete_keychain(&self, key: &str) -> Result<(), StoreError> {
+        self.keychain.delete(key)?;
+        SealedTokens::beside(&self.accounts_path).remove(key)
     }
 }
 

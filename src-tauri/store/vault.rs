@@ -1,6 +1,6 @@
-//! Where tokens live: the OS keychain (one entry per account) or the accounts file itself.
-//! Keychain calls run on their own thread with a deadline, so a keychain that hangs on a
-//! password prompt turns into a clear error instead of a frozen router.
+//! The OS keychain side of the token store: one small entry per account, never over the
+//! smallest keychain's limit. Keychain calls run on their own thread with a deadline, so a
+//! keychain that hangs on a password prompt turns into a clear error instead of a frozen router.
 
 use std::sync::mpsc;
 use std::time::Duration;
@@ -12,7 +12,12 @@ use super::StoredSecret;
 /// How long a keychain call may take before it is reported as stuck.
 const KEYCHAIN_DEADLINE: Duration = Duration::from_secs(10);
 
-/// One account's tokens, as kept in a keychain entry.
+/// Windows Credential Manager, the smallest of the three keychains, holds a password of at
+/// most 2,560 bytes, which `keyring` writes as UTF-16: 1,280 characters. Every entry is held
+/// to it on every system, so a test on Linux catches what would fail on Windows.
+pub const MAX_ENTRY_UTF16: usize = 1_280;
+
+/// One account's tokens, wherever they are kept.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TokenSet {
@@ -20,6 +25,24 @@ pub struct TokenSet {
     pub access: Option<StoredSecret>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refresh: Option<StoredSecret>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id_token: Option<StoredSecret>,
+}
+
+/// A keychain entry as stored. Today's shape holds the refresh token and the key of the
+/// account's sealed access and id tokens (`sealed.rs`); the old shape held all three tokens
+/// and is still read, then rewritten in today's shape on the next write.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct Entry {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh: Option<StoredSecret>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seal_key: Option<StoredSecret>,
+    /// Old shape only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access: Option<StoredSecret>,
+    /// Old shape only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id_token: Option<StoredSecret>,
 }
@@ -36,6 +59,14 @@ pub enum VaultError {
     Missing(String),
     #[error("the keychain entry of account {0} is not readable; log in to it again")]
     Garbled(String),
+    #[error("the keychain entry of account {account} would be {size} characters, over the {max} that Windows Credential Manager (the smallest keychain) holds; nothing was written. Set CODEX_PROXY_TOKEN_STORE=file to keep tokens in the accounts file (mode 0600)")]
+    TooLarge {
+        account: String,
+        size: usize,
+        max: usize,
+    },
+    #[error("the OS keychain does not hold an entry of {MAX_ENTRY_UTF16} characters ({detail}), so an account could not be saved in it; set CODEX_PROXY_TOKEN_STORE=file to keep tokens in the accounts file (mode 0600)")]
+    NoRoom { detail: String },
     #[error("keychain error: {0}")]
     Other(String),
 }
@@ -53,14 +84,24 @@ impl Keychain {
         }
     }
 
-    pub fn read(&self, account_key: &str) -> Result<TokenSet, VaultError> {
+    pub(super) fn read_entry(&self, account_key: &str) -> Result<Entry, VaultError> {
         let key = account_key.to_string();
         let secret = self.call(account_key, move |entry| entry.get_password())?;
         serde_json::from_str(&secret).map_err(|_| VaultError::Garbled(key))
     }
 
-    pub fn write(&self, account_key: &str, tokens: &TokenSet) -> Result<(), VaultError> {
-        let secret = serde_json::to_string(tokens).map_err(|e| VaultError::Other(e.to_string()))?;
+    /// Writes an entry, or refuses it, before the keychain sees it, when it is over
+    /// [`MAX_ENTRY_UTF16`].
+    pub(super) fn write_entry(&self, account_key: &str, entry: &Entry) -> Result<(), VaultError> {
+        let secret = serde_json::to_string(entry).map_err(|e| VaultError::Other(e.to_string()))?;
+        let size = secret.encode_utf16().count();
+        if size > MAX_ENTRY_UTF16 {
+            return Err(VaultError::TooLarge {
+                account: account_key.to_string(),
+                size,
+                max: MAX_ENTRY_UTF16,
+            });
+        }
         self.call(account_key, move |entry| entry.set_password(&secret))
     }
 
@@ -76,6 +117,35 @@ impl Keychain {
     pub fn probe(&self) -> Result<(), VaultError> {
         match self.call("probe", |entry| entry.get_password()) {
             Ok(_) | Err(VaultError::Missing(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Checks, before a sign-in, that the keychain takes an entry of the largest size we
+    /// write: a probe entry of [`MAX_ENTRY_UTF16`] characters is written, read back and
+    /// deleted. A keychain that answers but refuses it fails here, not after the sign-in.
+    pub fn probe_largest_entry(&self) -> Result<(), VaultError> {
+        let mut nonce = [0u8; 8];
+        getrandom::fill(&mut nonce).map_err(|e| VaultError::Other(e.to_string()))?;
+        let name: String = nonce.iter().map(|b| format!("{b:02x}")).collect();
+        let user = format!("size-probe-{}-{name}", std::process::id());
+        let written = "x".repeat(MAX_ENTRY_UTF16);
+        let expected = written.clone();
+        let result = self.call(&user, move |entry| {
+            entry.set_password(&written)?;
+            entry.get_password()
+        });
+        // Best effort: a probe that was never written has nothing to delete.
+        let _ = self.delete(&user);
+        match result {
+            Ok(read) if read == expected => Ok(()),
+            Ok(_) => Err(VaultError::NoRoom {
+                detail: "it gave back a shorter entry".to_string(),
+            }),
+            Err(VaultError::Other(detail)) => Err(VaultError::NoRoom { detail }),
+            Err(VaultError::Missing(_)) => Err(VaultError::NoRoom {
+                detail: "it did not keep it".to_string(),
+            }),
             Err(e) => Err(e),
         }
     }
@@ -142,5 +212,23 @@ mod tests {
             "{err}"
         );
         assert_eq!(with_deadline(Duration::from_secs(1), || 7).unwrap(), 7);
+    }
+
+    #[test]
+    fn an_entry_over_the_smallest_keychains_limit_is_refused_before_the_keychain_sees_it() {
+        // No keychain is reached: the service name is one no test writes.
+        let keychain = Keychain::new("cma-unit-test-never-written");
+        let entry = Entry {
+            refresh: Some(StoredSecret("r".repeat(MAX_ENTRY_UTF16))),
+            ..Default::default()
+        };
+        let err = keychain.write_entry("acct/user", &entry).unwrap_err();
+        assert!(
+            matches!(err, VaultError::TooLarge { size, max: MAX_ENTRY_UTF16, .. } if size > MAX_ENTRY_UTF16),
+            "{err}"
+        );
+        let text = err.to_string();
+        assert!(text.contains("CODEX_PROXY_TOKEN_STORE=file"), "{text}");
+        assert!(!text.contains("rrrr"), "no token in the error: {text}");
     }
 }

@@ -8,6 +8,8 @@ use std::process::Command;
 
 use serde_json::{json, Value};
 
+use router::store::{AccountRecord, StoredSecret, TokenSet, MAX_ENTRY_UTF16};
+
 use crate::harness::*;
 use crate::login::setup;
 use crate::support::{FakeOpenAi, IssuedTokens};
@@ -49,15 +51,48 @@ const A: TestAccount = account("a@example.com", "acct-a");
 const B: TestAccount = account("b@example.com", "acct-b");
 
 /// The keychain entry of an account, as the `keyring` crate reads it; `None` when there is none.
+/// Every entry the router wrote fits the smallest keychain (Windows) and holds no JWT.
 fn entry(vars: &HashMap<String, String>, account_id: &str) -> Option<Value> {
     let service = &vars["CODEX_PROXY_KEYCHAIN_SERVICE"];
     let user = format!("{account_id}/user-{account_id}");
     let entry = keyring::Entry::new(service, &user).expect("keyring entry");
     match entry.get_password() {
-        Ok(secret) => Some(serde_json::from_str(&secret).expect("the entry is JSON")),
+        Ok(secret) => {
+            let size = secret.encode_utf16().count();
+            assert!(size <= MAX_ENTRY_UTF16, "an entry of {size} UTF-16 units");
+            let value: Value = serde_json::from_str(&secret).expect("the entry is JSON");
+            assert!(value.get("access").is_none() && value.get("idToken").is_none());
+            Some(value)
+        }
         Err(keyring::Error::NoEntry) => None,
         Err(e) => panic!("the Secret Service of the test run failed: {e}"),
     }
+}
+
+/// An account's tokens as the store reads them: the keychain entry and the sealed file.
+pub(crate) fn keychain_tokens(vars: &HashMap<String, String>, account_id: &str) -> TokenSet {
+    let vars = vars.clone();
+    let settings = router::settings::Settings::from_vars(&move |n| vars.get(n).cloned()).unwrap();
+    let record = AccountRecord {
+        account_id: Some(account_id.into()),
+        user_id: Some(format!("user-{account_id}")),
+        token_store: Some("keychain".into()),
+        ..Default::default()
+    };
+    settings
+        .store()
+        .read_tokens(&record)
+        .expect("the tokens read")
+}
+
+/// The file of sealed access and id tokens beside `accounts`; empty when there is none.
+fn sealed_text(accounts: &std::path::Path) -> String {
+    std::fs::read_to_string(format!("{}.sealed", accounts.display())).unwrap_or_default()
+}
+
+/// A stored token as text, to compare with what the issuer issued.
+pub(crate) fn secret_text(token: &Option<StoredSecret>) -> Option<&str> {
+    token.as_ref().map(|t| t.0.as_str())
 }
 
 /// Deletes what a test left in the keychain, even when it fails half-way.
@@ -126,9 +161,14 @@ async fn a_login_keeps_its_tokens_in_the_keychain_through_refresh_and_removal() 
     let record = &s.accounts()["accounts"][1];
     assert_eq!(record["tokenStore"], "keychain", "{file}");
     let stored = entry(&s.vars, "acct-a").expect("a keychain entry");
-    assert_eq!(stored["access"], first.access_token.as_str());
     assert_eq!(stored["refresh"], first.refresh_token.as_str());
-    assert_eq!(stored["idToken"], first.id_token.as_str());
+    let stored = keychain_tokens(&s.vars, "acct-a");
+    assert_eq!(
+        secret_text(&stored.access),
+        Some(first.access_token.as_str())
+    );
+    assert_eq!(secret_text(&stored.id_token), Some(first.id_token.as_str()));
+    assert_no_secret_in(&sealed_text(&s.accounts_path()), &first);
     // Opening the store in keychain mode moved c@ (from the file) too.
     assert!(entry(&s.vars, "acct-c").is_some());
 
@@ -147,7 +187,11 @@ async fn a_login_keeps_its_tokens_in_the_keychain_through_refresh_and_removal() 
     assert_ne!(rotated.refresh_token, first.refresh_token);
     let stored = entry(&s.vars, "acct-a").unwrap();
     assert_eq!(stored["refresh"], rotated.refresh_token.as_str());
-    assert_eq!(stored["access"], rotated.access_token.as_str());
+    let stored = keychain_tokens(&s.vars, "acct-a");
+    assert_eq!(
+        secret_text(&stored.access),
+        Some(rotated.access_token.as_str())
+    );
     let file = s.accounts_text();
     assert_no_secret_in(&file, &first);
     assert_no_secret_in(&file, &rotated);
@@ -155,6 +199,10 @@ async fn a_login_keeps_its_tokens_in_the_keychain_through_refresh_and_removal() 
     let (ok, _, stderr) = run(&s.vars, &["remove", "a@example.com"]);
     assert!(ok, "{stderr}");
     assert!(entry(&s.vars, "acct-a").is_none(), "remove left the entry");
+    assert!(
+        !sealed_text(&s.accounts_path()).contains("acct-a"),
+        "remove left sealed tokens"
+    );
     let (ok, _, stderr) = run(&s.vars, &["logout", "--yes"]);
     assert!(ok, "{stderr}");
     assert!(entry(&s.vars, "acct-c").is_none(), "logout left the entry");
@@ -190,7 +238,11 @@ async fn switching_token_stores_moves_the_tokens_and_loses_none() {
         assert_no_secret_in(&text, &tokens);
         let stored = entry(&keychain_vars, id).expect("moved to the keychain");
         assert_eq!(stored["refresh"], tokens.refresh_token.as_str());
-        assert_eq!(stored["access"], tokens.access_token.as_str());
+        let stored = keychain_tokens(&keychain_vars, id);
+        assert_eq!(
+            secret_text(&stored.access),
+            Some(tokens.access_token.as_str())
+        );
         let record = &serde_json::from_str::<Value>(&text).unwrap()["accounts"][i];
         assert_eq!(record["tokenStore"], "keychain");
         assert_eq!(record["email"], original["accounts"][i]["email"]);

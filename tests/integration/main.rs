@@ -16,6 +16,7 @@ mod fakes;
 mod import;
 mod keychain;
 mod keychain_refresh;
+mod keychain_size;
 mod listener;
 mod login;
 mod moves;
