@@ -13,6 +13,7 @@ mod codex_modes;
 mod dashboard;
 mod failover;
 mod fakes;
+mod faults;
 mod import;
 mod keychain;
 mod keychain_refresh;
