@@ -67,7 +67,7 @@ pub fn from_headers(headers: &HeaderMap, now: i64) -> Option<Usage> {
             .or_else(|| {
                 get(&format!("x-codex-{which}-reset-after-seconds"))
                     .and_then(|v| v.trim().parse::<f64>().ok())
-                    .map(|s| now + s as i64)
+                    .map(|s| now.saturating_add(s as i64))
             });
         Some(Window {
             used_percent: used,
@@ -95,7 +95,7 @@ pub fn from_rate_limits_event(event: &Value, now: i64) -> Option<Usage> {
             resets_at: w.get("reset_at").and_then(Value::as_i64).or_else(|| {
                 w.get("reset_after_seconds")
                     .and_then(Value::as_f64)
-                    .map(|s| now + s as i64)
+                    .map(|s| now.saturating_add(s as i64))
             }),
         })
     };
@@ -130,7 +130,7 @@ pub fn limit_reset(body: &Value, headers: Option<&HeaderMap>, now: i64) -> Optio
         return Some(at);
     }
     if let Some(secs) = error.get("resets_in_seconds").and_then(Value::as_f64) {
-        return Some(now + secs as i64);
+        return Some(now.saturating_add(secs as i64));
     }
     let usage = from_headers(headers?, now)?;
     [usage.primary, usage.secondary]
@@ -198,5 +198,28 @@ mod tests {
         assert_eq!(u.primary.unwrap().used_percent, 42.0);
         assert!(u.secondary.is_none());
         assert_eq!(u.plan.as_deref(), Some("plus"));
+    }
+
+    /// Found by the SSE properties: an upstream's `1e300` seconds overflowed the clock and
+    /// panicked (debug) or wrapped to a reset in the past (release).
+    #[test]
+    fn a_reset_too_far_for_the_clock_saturates_instead_of_overflowing() {
+        let event = serde_json::json!({"type":"codex.rate_limits","rate_limits":{
+            "primary":{"used_percent":0,"reset_after_seconds":1e300}}});
+        let u = from_rate_limits_event(&event, 1).unwrap();
+        assert_eq!(u.primary.unwrap().resets_at, Some(i64::MAX));
+        let error = serde_json::json!({"error":{"resets_in_seconds":1e300}});
+        assert_eq!(limit_reset(&error, None, 1), Some(i64::MAX));
+        let mut h = HeaderMap::new();
+        h.insert(
+            "x-codex-primary-used-percent",
+            HeaderValue::from_static("100"),
+        );
+        h.insert(
+            "x-codex-primary-reset-after-seconds",
+            HeaderValue::from_static("1e300"),
+        );
+        let u = from_headers(&h, 1).unwrap();
+        assert_eq!(u.primary.unwrap().resets_at, Some(i64::MAX));
     }
 }

@@ -356,3 +356,7 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "revert_properties.rs"]
+mod properties;

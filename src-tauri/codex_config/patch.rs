@@ -1,7 +1,7 @@
 //! The TOML edits themselves, with toml_edit so that comments, order and formatting of
 //! everything else survive.
 
-use toml_edit::{value, DocumentMut, Item, Table};
+use toml_edit::{value, Decor, DocumentMut, Item, Table};
 
 use super::ProviderSettings;
 
@@ -82,6 +82,8 @@ pub fn remove_block(text: &str, backup: &str) -> Result<String, String> {
         .and_then(Item::as_table)
         .and_then(|t| t.get(PROVIDER_ID))
         .cloned();
+    // Comments the user wrote above the header of a block that goes, and where it stood.
+    let mut removed_block = None;
     if let Some(providers) = doc.get_mut("model_providers").and_then(Item::as_table_mut) {
         match original_block {
             Some(mut block) => {
@@ -90,28 +92,135 @@ pub fn remove_block(text: &str, backup: &str) -> Result<String, String> {
                     providers.get(PROVIDER_ID).and_then(Item::as_table),
                 ) {
                     keep_users_keys(kept, now);
+                    keep_users_comments(kept.decor_mut(), now.decor());
                 }
                 providers.insert(PROVIDER_ID, block);
             }
             // The block is cma's own: lines put in it go with it (a provider without the
             // `name` cma wrote would stop Codex from reading the file).
             None => {
-                providers.remove(PROVIDER_ID);
+                if let Some(block) = providers.remove(PROVIDER_ID) {
+                    removed_block = block
+                        .as_table()
+                        .map(|b| (comments_in(b.decor()), b.position()));
+                }
             }
         }
         if providers.is_empty() && providers.is_implicit() {
             doc.remove("model_providers");
         }
     }
+    if let Some((comments, position)) = removed_block {
+        keep_comments(&mut doc, &comments, None, position);
+    }
     if doc.get("model_provider").and_then(Item::as_str) == Some(PROVIDER_ID) {
         match original.get("model_provider").and_then(Item::as_str) {
             Some(p) => set_str(doc.as_table_mut(), "model_provider", p),
-            None => {
-                doc.remove("model_provider");
-            }
+            None => remove_root_key(&mut doc, "model_provider"),
         }
     }
     Ok(doc.to_string())
+}
+
+/// Removes a root key cma wrote; comments the user put above it stay where it stood.
+fn remove_root_key(doc: &mut DocumentMut, key: &str) {
+    let next = doc
+        .iter()
+        .filter(|(_, item)| item.is_value())
+        .map(|(k, _)| k)
+        .skip_while(|k| *k != key)
+        .nth(1)
+        .map(str::to_string);
+    let comments = doc
+        .key(key)
+        .map(|k| comments_in(k.leaf_decor()))
+        .unwrap_or_default();
+    doc.remove(key);
+    keep_comments(doc, &comments, next.as_deref(), None);
+}
+
+/// The comment lines of a decor's prefix: what the user wrote above a line cma takes out.
+fn comments_in(decor: &Decor) -> String {
+    let prefix = decor.prefix().and_then(|p| p.as_str()).unwrap_or("");
+    prefix
+        .lines()
+        .map(|line| line.trim_end_matches('\r'))
+        .filter(|line| line.trim_start().starts_with('#'))
+        .map(|line| format!("{line}\n"))
+        .collect()
+}
+
+/// Adds to the original header's comments those the user wrote above it since.
+fn keep_users_comments(original: &mut Decor, now: &Decor) {
+    let mut prefix = original
+        .prefix()
+        .and_then(|p| p.as_str())
+        .unwrap_or("")
+        .to_string();
+    for line in comments_in(now).lines() {
+        if !prefix.lines().any(|l| l.trim_end_matches('\r') == line) {
+            prefix.push_str(line);
+            prefix.push('\n');
+        }
+    }
+    original.set_prefix(prefix);
+}
+
+/// Puts `comments` back where a removed line stood: above the root key `next` when one
+/// followed it, else above the first table header after position `after`, else at the end.
+fn keep_comments(doc: &mut DocumentMut, comments: &str, next: Option<&str>, after: Option<isize>) {
+    if comments.is_empty() {
+        return;
+    }
+    let prepend = |decor: &mut Decor| {
+        let old = decor.prefix().and_then(|p| p.as_str()).unwrap_or("");
+        let prefix = format!("{comments}{old}");
+        decor.set_prefix(prefix);
+    };
+    if let Some(mut key) = next.and_then(|next| doc.key_mut(next)) {
+        prepend(key.leaf_decor_mut());
+        return;
+    }
+    let mut first = None;
+    first_table_after(doc.as_table(), after, &mut Vec::new(), &mut first);
+    match first.and_then(|(_, path)| table_at(doc.as_table_mut(), &path)) {
+        Some(table) => prepend(table.decor_mut()),
+        None => {
+            let trailing = doc.trailing().as_str().unwrap_or("").to_string();
+            doc.set_trailing(format!("{comments}{trailing}"));
+        }
+    }
+}
+
+/// The header rendered first after position `after` (all of them when `None`): its
+/// position and the keys leading to it.
+fn first_table_after(
+    table: &Table,
+    after: Option<isize>,
+    path: &mut Vec<String>,
+    first: &mut Option<(isize, Vec<String>)>,
+) {
+    for (key, item) in table.iter() {
+        let Some(child) = item.as_table() else {
+            continue;
+        };
+        path.push(key.to_string());
+        if let Some(at) = child.position().filter(|_| !child.is_implicit()) {
+            let later = after.is_none_or(|after| at > after);
+            if later && first.as_ref().is_none_or(|(best, _)| at < *best) {
+                *first = Some((at, path.clone()));
+            }
+        }
+        first_table_after(child, after, path, first);
+        path.pop();
+    }
+}
+
+fn table_at<'a>(table: &'a mut Table, path: &[String]) -> Option<&'a mut Table> {
+    match path.split_first() {
+        None => Some(table),
+        Some((key, rest)) => table_at(table.get_mut(key)?.as_table_mut()?, rest),
+    }
 }
 
 /// The keys `apply_block` sets or removes in its block; revert gives these their original

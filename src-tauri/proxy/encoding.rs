@@ -169,3 +169,7 @@ mod tests {
         assert!(sizes.window <= MIN_WINDOW_ALLOWED, "{}", sizes.window);
     }
 }
+
+#[cfg(test)]
+#[path = "encoding_properties.rs"]
+mod properties;

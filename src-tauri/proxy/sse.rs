@@ -133,3 +133,7 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+#[path = "sse_properties.rs"]
+mod properties;

@@ -192,3 +192,7 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+#[path = "accounts_file_properties.rs"]
+mod properties;

@@ -56,7 +56,13 @@ pub(super) fn close_frame(code: u16, reason: &str) -> Message {
 /// it), else from the whole JSON.
 pub(super) fn frame_type(text: &str) -> Option<Cow<'_, str>> {
     let head = &text.as_bytes()[..text.len().min(64)];
-    if let Some(at) = head.windows(7).position(|w| w == b"\"type\":") {
+    let leads = |at: usize| text[..at].trim_matches([' ', '\t', '\n', '\r']) == "{";
+    // Only the first key: an earlier `"type":` is a nested object's (`{"error":{"type":..`).
+    if let Some(at) = head
+        .windows(7)
+        .position(|w| w == b"\"type\":")
+        .filter(|&at| leads(at))
+    {
         let rest = text[at + 7..].trim_start();
         if let Some(value) = rest.strip_prefix('"') {
             if let Some(end) = value.find(['"', '\\']) {
@@ -135,3 +141,7 @@ mod tests {
         assert_eq!(frame["error"]["resets_in_seconds"], 60);
     }
 }
+
+#[cfg(test)]
+#[path = "frames_properties.rs"]
+mod properties;
