@@ -145,7 +145,11 @@ async fn a_rotated_token_that_could_not_be_saved_survives_a_reload_and_is_saved_
     let mut file = h.accounts_file();
     file["accounts"][0]["label"] = "work".into();
     std::fs::write(h.accounts_path(), file.to_string()).unwrap();
-    assert_eq!(h.account_status("acct-a").await["label"], "work", "reloaded");
+    assert_eq!(
+        h.account_status("acct-a").await["label"],
+        "work",
+        "reloaded"
+    );
 
     // The next refresh must spend the token only memory has, not the spent one on disk.
     h.fake.expire_access_token("acct-a");
