@@ -4,6 +4,7 @@
 //! timeouts.
 
 mod disk;
+mod keychain;
 mod kill;
 mod upstream;
 
