@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 
+use super::behaviour::FaultPlan;
 use super::fake_backend::{Behaviour, SeenRequest};
 use super::fake_issuer::LoginState;
 use super::jwt::{make_jwt, Subject};
@@ -134,6 +135,7 @@ pub(super) struct Registry {
     pub recording: bool,
     pub login: LoginState,
     pub websockets: SocketLog,
+    pub fault_plan: FaultPlan,
 }
 
 impl Registry {
@@ -152,6 +154,7 @@ impl Registry {
             recording: true,
             login: LoginState::default(),
             websockets: SocketLog::default(),
+            fault_plan: FaultPlan::default(),
         }
     }
 
@@ -388,6 +391,7 @@ impl Registry {
         account
             .queue
             .pop_front()
+            .or_else(|| self.fault_plan.next())
             .unwrap_or_else(|| account.default_behaviour.clone())
     }
 }

@@ -87,3 +87,43 @@ pub(super) fn event_words(n: usize) -> String {
     let words: Vec<String> = (0..n).map(|i| format!("w{i}")).collect();
     words.join(" ")
 }
+
+/// Faults planned for a fixed share of calls, whatever the account: every `every`-th call
+/// that finds its account's queue empty gets the next of `faults` (in turn) instead of the
+/// default behaviour. For soak runs, where the router picks the account.
+#[derive(Clone, Debug, Default)]
+pub struct FaultPlan {
+    every: u64,
+    faults: Vec<Behaviour>,
+    calls: u64,
+    served: u64,
+}
+
+impl FaultPlan {
+    pub fn new(every: u64, faults: Vec<Behaviour>) -> Self {
+        Self {
+            every,
+            faults,
+            ..Self::default()
+        }
+    }
+
+    /// The planned fault for this call, if it is one.
+    pub(super) fn next(&mut self) -> Option<Behaviour> {
+        if self.every == 0 || self.faults.is_empty() {
+            return None;
+        }
+        self.calls += 1;
+        if !self.calls.is_multiple_of(self.every) {
+            return None;
+        }
+        let fault = self.faults[self.served as usize % self.faults.len()].clone();
+        self.served += 1;
+        Some(fault)
+    }
+
+    /// Calls counted and faults served so far.
+    pub fn counts(&self) -> (u64, u64) {
+        (self.calls, self.served)
+    }
+}

@@ -30,7 +30,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 pub use accounts::{AccountSpec, IssuedTokens};
-pub use behaviour::clock_ns;
+pub use behaviour::{clock_ns, FaultPlan};
 pub use content_encoding::zstd;
 pub use fake_backend::{Behaviour, SeenFrame, SeenRequest, OK_TEXT};
 pub use fake_issuer::pkce_challenge;
@@ -139,6 +139,16 @@ impl FakeOpenAi {
     /// What answers once the queue is empty; initially `Behaviour::ok()`.
     pub fn set_default_behaviour(&self, account_id: &str, b: Behaviour) {
         lock(&self.shared).account(account_id).default_behaviour = b;
+    }
+
+    /// Planned faults for a share of all calls (see [`FaultPlan`]); replaces any earlier plan.
+    pub fn set_fault_plan(&self, plan: FaultPlan) {
+        lock(&self.shared).fault_plan = plan;
+    }
+
+    /// Calls the fault plan counted and faults it served.
+    pub fn fault_counts(&self) -> (u64, u64) {
+        lock(&self.shared).fault_plan.counts()
     }
 
     /// Every request the backend saw (responses, compact, models, usage, unknown paths), in
