@@ -142,11 +142,23 @@ impl Connection {
         let (app, slot, requests) = (self.app.clone(), self.slot.clone(), activity.clone());
         let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
             let busy = Busy::begin(requests.clone());
+            let activity = requests.clone();
             request.extensions_mut().insert(slot.clone());
             let mut app = app.clone();
             async move {
-                let response =
+                let mut response =
                     tower_service::Service::call(&mut app, request.map(Body::new)).await?;
+                // Past the idle cap this connection closes after the response: the response
+                // says so, or the client may send its next request as the server closes
+                // ("connection closed before message completed", seen in the soak).
+                if response.status() != hyper::StatusCode::SWITCHING_PROTOCOLS
+                    && activity.idle_full()
+                {
+                    let close = hyper::header::HeaderValue::from_static("close");
+                    response
+                        .headers_mut()
+                        .insert(hyper::header::CONNECTION, close);
+                }
                 // The request counts as busy until hyper drops its body: sent, or cut.
                 Ok::<_, Infallible>(response.map(|body| {
                     Body::new(body.map_frame(move |frame| {
@@ -222,6 +234,11 @@ impl Activity {
 
     fn close(&self) {
         self.set(Phase::Closed);
+    }
+
+    /// This connection going idle now would be past the cap.
+    fn idle_full(&self) -> bool {
+        self.idle.load(Ordering::Relaxed) >= self.max_idle
     }
 }
 
