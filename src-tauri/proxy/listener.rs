@@ -16,7 +16,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 /// What one listener allows; `Default` is what the router runs with.
 #[derive(Clone, Copy, Debug)]
@@ -26,7 +26,8 @@ pub struct ListenerLimits {
     pub header_read_timeout: Duration,
     /// Open connections (WebSockets included); past it the next waits to be accepted.
     pub max_connections: usize,
-    /// Idle keep-alive connections; one going idle past it is closed.
+    /// Idle keep-alive connections: past it, a response says `Connection: close` and its
+    /// connection closes after it (never under a client about to reuse it).
     pub max_idle: usize,
 }
 
@@ -137,7 +138,6 @@ impl Connection {
             phase: Mutex::new(Phase::New),
             idle: self.idle.clone(),
             max_idle: self.limits.max_idle,
-            close_when_idle: Notify::new(),
         });
         let (app, slot, requests) = (self.app.clone(), self.slot.clone(), activity.clone());
         let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
@@ -189,10 +189,6 @@ impl Connection {
                     stopping = true;
                     connection.as_mut().graceful_shutdown();
                 }
-                _ = activity.close_when_idle.notified(), if !stopping => {
-                    stopping = true;
-                    connection.as_mut().graceful_shutdown();
-                }
             }
         }
         activity.close();
@@ -214,7 +210,6 @@ struct Activity {
     phase: Mutex<Phase>,
     idle: Arc<AtomicUsize>,
     max_idle: usize,
-    close_when_idle: Notify,
 }
 
 impl Activity {
@@ -226,8 +221,8 @@ impl Activity {
         if *phase == Phase::Idle {
             self.idle.fetch_sub(1, Ordering::Relaxed);
         }
-        if next == Phase::Idle && self.idle.fetch_add(1, Ordering::Relaxed) >= self.max_idle {
-            self.close_when_idle.notify_one();
+        if next == Phase::Idle {
+            self.idle.fetch_add(1, Ordering::Relaxed);
         }
         *phase = next;
     }
@@ -260,8 +255,6 @@ impl Drop for Busy {
 
 #[cfg(test)]
 mod tests {
-    use futures_util::FutureExt;
-
     use super::*;
 
     fn activity(idle: &Arc<AtomicUsize>, max_idle: usize) -> Arc<Activity> {
@@ -269,26 +262,19 @@ mod tests {
             phase: Mutex::new(Phase::New),
             idle: idle.clone(),
             max_idle,
-            close_when_idle: Notify::new(),
         })
     }
 
-    fn told_to_close(activity: &Activity) -> bool {
-        activity.close_when_idle.notified().now_or_never().is_some()
-    }
-
     #[test]
-    fn a_connection_going_idle_past_the_cap_is_told_to_close_and_counts_stay_exact() {
+    fn a_response_past_the_idle_cap_closes_its_connection_and_counts_stay_exact() {
         let idle = Arc::new(AtomicUsize::new(0));
         let (first, second) = (activity(&idle, 1), activity(&idle, 1));
+        assert!(!first.idle_full(), "under the cap the connection is kept");
         drop(Busy::begin(first.clone()));
         assert_eq!(idle.load(Ordering::Relaxed), 1);
-        assert!(!told_to_close(&first));
-        drop(Busy::begin(second.clone()));
-        assert!(
-            told_to_close(&second),
-            "the second idle one is over the cap"
-        );
+        let busy = Busy::begin(second.clone());
+        assert!(second.idle_full(), "the second one's response says close");
+        drop(busy);
         second.close();
         assert_eq!(idle.load(Ordering::Relaxed), 1);
         // A new request on the idle connection takes it out of the count.
