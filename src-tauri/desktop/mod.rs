@@ -143,7 +143,7 @@ pub fn main() -> ExitCode {
                     .iter()
                     .map(|p| p.to_string())
                     .collect();
-                shell.desktop.set_notice(Some(problems.join(" ")));
+                *lock(&shell.desktop.settings_notice) = Some(problems.join(" "));
             }
             match tray::Tray::create(&shell) {
                 Ok(t) => *lock(&shell.desktop.tray) = Some(t),
