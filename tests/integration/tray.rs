@@ -4,6 +4,7 @@
 //! desktop notification is counted on the session bus with `dbus-monitor`. Screenshots of each
 //! state (icon and open menu) go to `target/screenshots/tray-*.png`.
 
+mod notifications;
 mod screen;
 
 use std::time::Duration;
@@ -12,6 +13,7 @@ use serde_json::json;
 
 use crate::harness::*;
 use crate::support::{Behaviour, FakeOpenAi};
+pub(crate) use notifications::*;
 pub(crate) use screen::*;
 
 #[tokio::test]

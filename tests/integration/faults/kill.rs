@@ -184,21 +184,27 @@ async fn killed_after_the_issuer_rotated_before_its_answer_arrived_the_account_n
     assert_needs_login(&f, &router.base).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killed_as_the_save_starts_the_account_needs_login() {
-    let mut f = Files::new().await;
+/// A router whose refresh got its answer and is now stopped writing `target`: the save's temp
+/// file is a FIFO, where the write waits. Returns the router and the FIFO to remove.
+async fn stopped_saving(f: &mut Files, target: &str) -> (CmaStart, PathBuf) {
     f.fake.set_refresh_answer_delay(Duration::from_millis(500));
     let router = f.start();
     let pid = router.pid();
     fire(&router.base, "s1");
     assert!(until(STEP_WAIT, || f.fake.refresh_count("acct-a") == 1).await);
-    // The answer arrives; the save's temp file is a FIFO, where the write stops.
-    let fifo = fifo_for_the_temp_of(f.dir.path(), "openai-accounts.json", pid);
+    let fifo = fifo_for_the_temp_of(f.dir.path(), target, pid);
     assert!(
         until(STEP_WAIT, || opens_a_fifo(pid)).await,
         "{}",
         router.log()
     );
+    (router, fifo)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_as_the_save_starts_the_account_needs_login() {
+    let mut f = Files::new().await;
+    let (router, fifo) = stopped_saving(&mut f, "openai-accounts.json").await;
     router.kill_9();
     std::fs::remove_file(fifo).expect("remove the FIFO");
 
@@ -209,17 +215,7 @@ async fn killed_as_the_save_starts_the_account_needs_login() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_between_the_accounts_file_and_its_backup_the_account_serves_after_restart() {
     let mut f = Files::new().await;
-    f.fake.set_refresh_answer_delay(Duration::from_millis(500));
-    let router = f.start();
-    let pid = router.pid();
-    fire(&router.base, "s1");
-    assert!(until(STEP_WAIT, || f.fake.refresh_count("acct-a") == 1).await);
-    let fifo = fifo_for_the_temp_of(f.dir.path(), "openai-accounts.json.bak", pid);
-    assert!(
-        until(STEP_WAIT, || opens_a_fifo(pid)).await,
-        "{}",
-        router.log()
-    );
+    let (router, fifo) = stopped_saving(&mut f, "openai-accounts.json.bak").await;
     assert_eq!(
         f.refresh_token_on_disk(),
         f.fake.current_tokens("acct-a").refresh_token,
