@@ -12,6 +12,8 @@ pub mod codex_config;
 pub mod desktop;
 pub mod oauth;
 pub mod paths;
+#[cfg(test)]
+mod properties;
 pub mod proxy;
 pub mod routing;
 pub mod sensitive;

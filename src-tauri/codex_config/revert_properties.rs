@@ -3,19 +3,11 @@
 //! original byte for byte.
 
 use proptest::prelude::*;
-use proptest::test_runner::RngSeed;
 
 use super::*;
 
-/// A fixed seed, so a failure comes back on every run with its shrunk input. Each case
-/// writes and fsyncs several files, so fewer of them (600 passed once with another seed).
 fn config() -> ProptestConfig {
-    ProptestConfig {
-        cases: 64,
-        rng_seed: RngSeed::Fixed(11),
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
+    crate::properties::seeded(64)
 }
 
 fn settings() -> impl Strategy<Value = ProviderSettings> {

@@ -4,18 +4,11 @@
 
 use axum::http::HeaderValue;
 use proptest::prelude::*;
-use proptest::test_runner::RngSeed;
 
 use super::*;
 
-/// A fixed seed, so a failure comes back on every run with its shrunk input.
 fn config() -> ProptestConfig {
-    ProptestConfig {
-        cases: 256,
-        rng_seed: RngSeed::Fixed(11),
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
+    crate::properties::seeded(256)
 }
 
 const MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];

@@ -2,7 +2,6 @@
 //! into chunks, the same events come out, and no input makes it panic.
 
 use proptest::prelude::*;
-use proptest::test_runner::RngSeed;
 use serde_json::Value;
 
 use super::*;
@@ -118,14 +117,8 @@ fn line_heavy_bytes() -> impl Strategy<Value = Vec<u8>> {
     prop::collection::vec(byte, 0..160)
 }
 
-/// A fixed seed, so a failure comes back on every run with its shrunk input.
 fn config() -> ProptestConfig {
-    ProptestConfig {
-        cases: 256,
-        rng_seed: RngSeed::Fixed(11),
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
+    crate::properties::seeded(256)
 }
 
 proptest! {

@@ -2,19 +2,12 @@
 //! write: a read and a write give back every field, known or not, at every level.
 
 use proptest::prelude::*;
-use proptest::test_runner::RngSeed;
 use serde_json::json;
 
 use super::*;
 
-/// A fixed seed, so a failure comes back on every run with its shrunk input.
 fn config() -> ProptestConfig {
-    ProptestConfig {
-        cases: 256,
-        rng_seed: RngSeed::Fixed(11),
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
+    crate::properties::seeded(256)
 }
 
 fn json_value() -> impl Strategy<Value = Value> {

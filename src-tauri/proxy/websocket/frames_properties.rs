@@ -3,18 +3,11 @@
 //! its JSON is laid out.
 
 use proptest::prelude::*;
-use proptest::test_runner::RngSeed;
 
 use super::*;
 
-/// A fixed seed, so a failure comes back on every run with its shrunk input.
 fn config() -> ProptestConfig {
-    ProptestConfig {
-        cases: 256,
-        rng_seed: RngSeed::Fixed(11),
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
+    crate::properties::seeded(256)
 }
 
 /// What routing and the stream loop read from a frame.
