@@ -7,6 +7,7 @@ mod autostart;
 mod commands;
 mod dashboard;
 pub mod icon;
+mod launch;
 mod menu;
 pub mod notices;
 mod tray;
@@ -75,6 +76,12 @@ pub(crate) fn context() -> tauri::Context {
 /// Starts the tray app: the router runs on Tauri's async runtime, and the app keeps running
 /// with no window open.
 pub fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let program = "codex-app-account-router";
+    if let launch::Launch::Answer(text) = launch::read(program, launch::TRAY_USAGE, &args) {
+        println!("{text}");
+        return ExitCode::SUCCESS;
+    }
     if cfg!(target_os = "linux")
         && std::env::var_os("DISPLAY").is_none()
         && std::env::var_os("WAYLAND_DISPLAY").is_none()
@@ -90,7 +97,6 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let args: Vec<String> = std::env::args().skip(1).collect();
     // At login the app starts with --minimized: tray only. Started by hand, it shows the
     // dashboard.
     let show_dashboard = !args.iter().any(|a| a == "--minimized");

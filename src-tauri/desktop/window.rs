@@ -74,6 +74,13 @@ fn invoke(invoke: Invoke, pending: &Arc<Pending>) -> bool {
 }
 
 pub fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let program = "codex-app-account-router-dashboard";
+    let usage = super::launch::DASHBOARD_USAGE;
+    if let super::launch::Launch::Answer(text) = super::launch::read(program, usage, &args) {
+        println!("{text}");
+        return ExitCode::SUCCESS;
+    }
     let pending = Arc::new(Pending::default());
     let result = tauri::Builder::default()
         .plugin(tauri_plugin_opener::init())

@@ -26,6 +26,9 @@ mod opening_hold;
 mod operator;
 mod operator_doctor;
 mod operator_setup;
+// The .deb in a Debian root under Xvfb and trayer: Linux only, beside the tray tests.
+#[cfg(all(feature = "desktop", target_os = "linux"))]
+mod package;
 mod refresh_safety;
 mod sessions;
 mod settings;

@@ -225,12 +225,7 @@ impl Tray {
             .stderr(log)
             .spawn()
             .expect("the app starts");
-        let window = wait_for("the app's icon in the tray", || {
-            // GTK's status icon, embedded in trayer: its class names the tray icon.
-            find_window("--class", "^tray-icon tray app")
-        })
-        .await;
-        let icon = wait_for("the icon's place", || geometry(&window)).await;
+        let icon = icon_of_app().await;
         let router = format!("http://127.0.0.1:{router_port}");
         Some(Tray {
             _trayer: trayer,
@@ -424,8 +419,18 @@ impl Drop for Tray {
     }
 }
 
+/// Where the app's icon shows in the tray, once it does.
+pub(crate) async fn icon_of_app() -> Area {
+    let window = wait_for("the app's icon in the tray", || {
+        // GTK's status icon, embedded in trayer: its class names the tray icon.
+        find_window("--class", "^tray-icon tray app")
+    })
+    .await;
+    wait_for("the icon's place", || geometry(&window)).await
+}
+
 /// The first window whose name or class (`--name`, `--class`) matches.
-fn find_window(by: &str, pattern: &str) -> Option<String> {
+pub(crate) fn find_window(by: &str, pattern: &str) -> Option<String> {
     let out = run("xdotool", &["search", by, pattern])?;
     let text = String::from_utf8_lossy(&out);
     text.lines().next().map(str::to_string)
