@@ -54,9 +54,13 @@ impl PrivateKeyring {
         for sub in ["data", "run"] {
             std::fs::create_dir_all(dir.join(sub)).expect("keyring dirs");
         }
-        use std::os::unix::fs::PermissionsExt as _;
-        let private = std::fs::Permissions::from_mode(0o700);
-        std::fs::set_permissions(dir.join("run"), private).expect("runtime dir mode");
+        // dbus-daemon and gnome-keyring exist on Linux only; the tests still build elsewhere.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let private = std::fs::Permissions::from_mode(0o700);
+            std::fs::set_permissions(dir.join("run"), private).expect("runtime dir mode");
+        }
         let config = dir.join("bus.conf");
         let socket = dir.join("bus");
         let dirs = if activation {
