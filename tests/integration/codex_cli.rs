@@ -14,13 +14,22 @@ use serde_json::Value;
 use crate::harness::*;
 use crate::support::{Behaviour, FakeOpenAi, SeenRequest, OK_TEXT};
 
-const CODEX_VERSION: &str = "0.169.0";
+/// The Codex CLI version the suite runs against; `CMA_CODEX_VERSION` names another (then
+/// `scripts/setup` installs that one), to check a new release before it is pinned here.
+const CODEX_VERSION: &str = "0.171.0";
 const CODEX_BIN: &str =
     ".tools/node_modules/@openai/codex-linux-x64/vendor/x86_64-unknown-linux-musl/bin/codex";
 const A: TestAccount = account("a@example.com", "acct-a");
 const B: TestAccount = account("b@example.com", "acct-b");
 
 /// The pinned Codex binary, or `None` when the test is skipped on purpose.
+pub fn codex_version() -> String {
+    std::env::var("CMA_CODEX_VERSION")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .unwrap_or_else(|| CODEX_VERSION.to_string())
+}
+
 pub fn codex_bin() -> Option<PathBuf> {
     if std::env::var("CMA_SKIP_CODEX_E2E").as_deref() == Ok("1") {
         eprintln!("skipped: CMA_SKIP_CODEX_E2E=1, the real Codex CLI end-to-end test did not run");
@@ -29,8 +38,9 @@ pub fn codex_bin() -> Option<PathBuf> {
     let bin = std::env::var_os("CMA_CODEX_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(CODEX_BIN));
+    let wanted = codex_version();
     let install = format!(
-        "run `scripts/test`, which installs @openai/codex {CODEX_VERSION} into .tools/ \
+        "run `scripts/test`, which installs @openai/codex {wanted} into .tools/ \
          (or set CMA_CODEX_BIN; CMA_SKIP_CODEX_E2E=1 skips this test)"
     );
     assert!(
@@ -44,8 +54,8 @@ pub fn codex_bin() -> Option<PathBuf> {
         .expect("codex --version");
     let version = String::from_utf8_lossy(&version.stdout);
     assert!(
-        version.trim() == format!("codex-cli {CODEX_VERSION}"),
-        "{} is {version:?}, not {CODEX_VERSION}: {install}",
+        version.trim() == format!("codex-cli {wanted}"),
+        "{} is {version:?}, not {wanted}: {install}",
         bin.display()
     );
     Some(bin)
