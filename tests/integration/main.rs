@@ -8,6 +8,7 @@ mod app_icons;
 mod cli;
 mod codex_cli;
 mod codex_modes;
+mod codex_tui;
 // Xvfb, trayer, WebKitWebDriver and /proc: Linux only.
 #[cfg(all(feature = "desktop", target_os = "linux"))]
 mod dashboard;
