@@ -75,7 +75,7 @@ function usageRow(account, window, label, now) {
 function accountCard(a, now) {
   const name = a.label ?? a.email ?? a.key;
   const state = a.enabled ? a.state : "disabled";
-  const stateText = state === "limited" && a.until ? `limited ${countdown(a.until - now)}` : state;
+  const stateText = state === "limited" && a.until ? `limited ${countdown(a.until - now)}` : a.attention ?? state;
   const forecast = a.emptyAt ? `at this rate, empty in ~${countdown(a.emptyAt - now)}` : "";
   const button = (action, text) => el("button", { type: "button", dataset: { action }, text });
   const actions = el("div", { class: "actions" },

@@ -1,6 +1,7 @@
 //! The account pool: accounts as loaded from the store, with their tokens, usage, limits
 //! and cooldowns, kept in step with the file that other processes may change.
 
+mod attention;
 mod poll;
 mod refresh;
 mod unsaved;
@@ -12,6 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use crate::oauth;
 use crate::sensitive::{AccessToken, RefreshToken};
 use crate::store::{AccountRecord, FileStamp, Store, StoreError};
+pub use attention::{deactivation_code, Attention};
 use unsaved::{keep_unsaved, memory_wins};
 pub use usage::{Usage, Window};
 
@@ -120,8 +122,15 @@ impl Account {
         }
     }
 
+    /// Out of service until the user signs in again: a dead sign-in or a deactivation.
     pub fn needs_login(&self) -> bool {
         self.record.needs_login.is_some()
+    }
+
+    /// What the user must do something about, when anything.
+    pub fn attention(&self) -> Option<Attention> {
+        let needs = self.record.needs_login.as_ref()?;
+        Some(Attention::from_code(&needs.code))
     }
 }
 

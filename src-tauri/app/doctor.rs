@@ -285,10 +285,16 @@ async fn check_accounts(settings: &Settings, out: &mut Vec<Finding>) {
     for record in &file.accounts {
         let name = record.display_name();
         let f = if let Some(needs) = &record.needs_login {
+            let attention = crate::accounts::Attention::from_code(&needs.code);
+            let what = if attention.is_deactivation() {
+                format!("{name} needs attention: {}", attention.describe())
+            } else {
+                format!("{name} needs a new login ({})", needs.code)
+            };
             finding(
                 "account",
                 Verdict::Fail,
-                format!("{name} needs a new login ({})", needs.code),
+                what,
                 "cma login (sign in to that account)",
             )
         } else if !record.enabled {

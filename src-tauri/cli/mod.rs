@@ -435,6 +435,9 @@ fn print_accounts(accounts: &[AccountStatus]) {
         return;
     }
     println!("{}", output::accounts_table(accounts, now_ms()));
+    for line in output::attention_lines(accounts) {
+        println!("{line}");
+    }
 }
 
 /// Runs blocking store work (it may wait on the keychain) off the async threads.

@@ -76,9 +76,50 @@ pub fn accounts_table(accounts: &[AccountStatus], now_ms: i64) -> String {
         .join("\n")
 }
 
+/// One line per account that needs the user, saying why in plain words and what to do.
+pub fn attention_lines(accounts: &[AccountStatus]) -> Vec<String> {
+    accounts
+        .iter()
+        .filter_map(|a| {
+            let why = a.attention.as_deref()?;
+            let name = a.label.as_deref().or(a.email.as_deref()).unwrap_or(&a.key);
+            Some(match a.state.as_str() {
+                "needs-attention" => format!(
+                    "{name}: {why}; Codex uses the other accounts (`cma login` to it once that is resolved)"
+                ),
+                _ => format!("{name}: {why} (`cma login`)"),
+            })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_account_that_needs_attention_gets_a_line_saying_why() {
+        let mut a: AccountStatus = serde_json::from_value(serde_json::json!({
+            "index": 0, "key": "k", "label": null, "email": "a@x", "plan": "plus",
+            "enabled": true, "state": "needs-attention", "until": null,
+            "needsLoginReason": "account_deactivated",
+            "attention": "ChatGPT says this account is deactivated",
+            "limits": {}, "usage": null, "lastUsed": null, "preferred": false
+        }))
+        .expect("an account status");
+        let table = accounts_table(std::slice::from_ref(&a), 0);
+        assert!(
+            table.lines().nth(1).unwrap().contains("needs-attention"),
+            "{table}"
+        );
+        assert_eq!(
+            attention_lines(std::slice::from_ref(&a)),
+            ["a@x: ChatGPT says this account is deactivated; Codex uses the other accounts (`cma login` to it once that is resolved)"]
+        );
+        a.attention = None;
+        a.state = "ok".into();
+        assert!(attention_lines(&[a]).is_empty());
+    }
 
     #[test]
     fn countdowns_read_naturally() {

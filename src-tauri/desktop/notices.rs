@@ -1,6 +1,7 @@
 //! Which desktop notifications a change of status deserves: an account hit its limit (and
 //! who took over), is available again, every account is limited, an account needs a new
-//! login. Each event is told once, however often the status is looked at.
+//! login or attention (deactivated upstream). Each event is told once, however often the
+//! status is looked at.
 
 use std::collections::HashSet;
 
@@ -73,6 +74,25 @@ impl Notifier {
             } else {
                 self.told.remove(&login);
             }
+            let attention = (a.key.clone(), "attention");
+            if a.state == "needs-attention" {
+                if self.told.insert(attention) {
+                    let why = a
+                        .attention
+                        .as_deref()
+                        .unwrap_or("ChatGPT refuses this account");
+                    let next = serving
+                        .as_ref()
+                        .map(|s| format!(" {s} takes over."))
+                        .unwrap_or_default();
+                    out.push(Notice {
+                        title: format!("{} needs attention", name(a)),
+                        body: format!("{why}.{next} Once that is resolved, use “Log in again…”."),
+                    });
+                }
+            } else {
+                self.told.remove(&attention);
+            }
         }
         if telling_all {
             let earliest = live.iter().filter_map(|a| a.until).min();
@@ -105,6 +125,7 @@ mod tests {
             state: state.to_string(),
             until: (state == "limited").then_some(NOW + 600_000),
             needs_login_reason: None,
+            attention: None,
             limits: Default::default(),
             usage: None,
             last_used: None,
@@ -147,5 +168,25 @@ mod tests {
         let login = [account("a@x", "needs-login")];
         assert_eq!(titles(&n.update(&login, NOW)), ["a@x needs a new login"]);
         assert!(n.update(&login, NOW).is_empty());
+    }
+
+    #[test]
+    fn a_deactivated_account_is_told_once_per_change_with_why_and_who_takes_over() {
+        let mut n = Notifier::default();
+        let mut a = account("a@x", "needs-attention");
+        a.attention = Some("ChatGPT says its workspace is deactivated".to_string());
+        let pool = [a.clone(), account("b@x", "ok")];
+        let told = n.update(&pool, NOW);
+        assert_eq!(titles(&told), ["a@x needs attention"]);
+        assert_eq!(
+            told[0].body,
+            "ChatGPT says its workspace is deactivated. b@x takes over. Once that is resolved, use “Log in again…”."
+        );
+        assert!(n.update(&pool, NOW).is_empty(), "not repeated");
+        // Signed in again: it serves; deactivated again later: told again.
+        assert!(n
+            .update(&[account("a@x", "ok"), account("b@x", "ok")], NOW)
+            .is_empty());
+        assert_eq!(titles(&n.update(&pool, NOW)), ["a@x needs attention"]);
     }
 }

@@ -156,7 +156,11 @@ pub fn icon_state(input: &TrayInput) -> IconState {
     if input.accounts.is_empty() {
         return IconState::NoAccounts;
     }
-    if live.iter().any(|a| a.state == "needs-login") {
+    // The badge means "an account needs you": a dead sign-in or a deactivated account.
+    if live
+        .iter()
+        .any(|a| matches!(a.state.as_str(), "needs-login" | "needs-attention"))
+    {
         return IconState::NeedsLogin;
     }
     let limited: Vec<i64> = live
@@ -194,7 +198,7 @@ pub fn bars(accounts: &[AccountStatus]) -> Vec<Bar> {
             let room = headroom(a);
             let (headroom, colour) = match a.state.as_str() {
                 _ if !a.enabled => (room.unwrap_or(0.0), BarColour::Disabled),
-                "needs-login" => (1.0, BarColour::NeedsLogin),
+                "needs-login" | "needs-attention" => (1.0, BarColour::NeedsLogin),
                 "limited" => (0.0, BarColour::Limited),
                 _ => match room {
                     Some(r) if r < 0.2 => (r, BarColour::Low),
@@ -246,6 +250,12 @@ pub fn account_line(a: &AccountStatus, now: i64) -> String {
     let state = match (a.state.as_str(), a.until) {
         _ if !a.enabled => "disabled".to_string(),
         ("needs-login", _) => "needs login".to_string(),
+        ("needs-attention", _) => format!(
+            "needs attention: {}",
+            a.attention
+                .as_deref()
+                .unwrap_or("ChatGPT refuses this account")
+        ),
         ("limited", Some(until)) => format!("limited, resets in {}", countdown(until - now)),
         _ => format!(
             "{} · {}",
@@ -311,12 +321,20 @@ fn tooltip_text(input: &TrayInput) -> String {
         .iter()
         .filter(|a| a.state == "needs-login")
         .count();
+    let attention = input
+        .accounts
+        .iter()
+        .filter(|a| a.state == "needs-attention")
+        .count();
     let mut text = format!("{head}: {total} accounts, {ok} ok");
     if limited > 0 {
         text.push_str(&format!(", {limited} limited"));
     }
     if login > 0 {
         text.push_str(&format!(", {login} need login"));
+    }
+    if attention > 0 {
+        text.push_str(&format!(", {attention} need attention"));
     }
     let next = input
         .accounts

@@ -22,8 +22,10 @@ pub enum ProxyError {
     ForeignOrigin(String),
     #[error("no ChatGPT account is configured; run `cma login` to add one")]
     NoAccounts,
-    #[error("every account needs a new login ({0}); run `cma login` for each")]
+    #[error("every account needs a new login or attention ({0}); run `cma login` for each")]
     AllNeedLogin(String),
+    #[error("this account needs attention ({0}); sign in to it again with `cma login` once that is resolved")]
+    AccountNeedsAttention(String),
     #[error("every account is disabled; enable one with `cma accounts`")]
     AllDisabled,
     #[error(
@@ -65,9 +67,10 @@ impl ProxyError {
             }
             // Codex shows a 4xx at once instead of retrying it for half a minute: these
             // need the user, not patience.
-            ProxyError::NoAccounts | ProxyError::AllNeedLogin(_) | ProxyError::AllDisabled => {
-                StatusCode::BAD_REQUEST
-            }
+            ProxyError::NoAccounts
+            | ProxyError::AllNeedLogin(_)
+            | ProxyError::AccountNeedsAttention(_)
+            | ProxyError::AllDisabled => StatusCode::BAD_REQUEST,
             ProxyError::AllLimited { .. } | ProxyError::AccountLimited { .. } => {
                 StatusCode::TOO_MANY_REQUESTS
             }
@@ -91,6 +94,7 @@ impl ProxyError {
             ProxyError::ForeignOrigin(_) => "forbidden_origin",
             ProxyError::NoAccounts => "no_accounts",
             ProxyError::AllNeedLogin(_) => "accounts_need_login",
+            ProxyError::AccountNeedsAttention(_) => "account_needs_attention",
             ProxyError::AllDisabled => "accounts_disabled",
             ProxyError::AllLimited { .. } | ProxyError::AccountLimited { .. } => {
                 "usage_limit_reached"

@@ -13,7 +13,7 @@ use super::error::ProxyError;
 use super::moves::{History, MoveRecord};
 use super::upstream::{self, Answer, Failure, Outgoing, Replay};
 use super::ProxyState;
-use crate::accounts::{now_ms, AccountsError};
+use crate::accounts::{now_ms, AccountsError, Attention};
 use crate::routing::{availability, Availability, RequestIdentity};
 
 /// Request header naming the account (by key) that must serve, for checks.
@@ -74,6 +74,10 @@ pub(super) fn move_reason(
         Some(Failure::Unauthorized) => "the old account's token was refused".to_string(),
         Some(Failure::Transient { reason, .. }) => reason.clone(),
         Some(Failure::ForeignContent { .. }) => "unreadable encrypted content".to_string(),
+        Some(Failure::Deactivated { code }) => format!(
+            "the old account needs attention: {}",
+            Attention::from_code(code).describe()
+        ),
         None => {
             let accounts = state.routing().pool.accounts();
             match accounts.iter().find(|a| a.key == from) {
@@ -82,6 +86,10 @@ pub(super) fn move_reason(
                     Availability::Limited { .. } => "the old account is limited".to_string(),
                     Availability::Disabled => "the old account is disabled".to_string(),
                     Availability::NeedsLogin => "the old account needs a new login".to_string(),
+                    Availability::NeedsAttention => format!(
+                        "the old account needs attention: {}",
+                        a.attention().unwrap_or(Attention::Login).describe()
+                    ),
                     other => format!("the old account is {other:?}").to_lowercase(),
                 },
             }
@@ -273,6 +281,9 @@ async fn attempt(
             Err(f) => return Answer::Fail(f),
         };
     if response.status() == reqwest::StatusCode::UNAUTHORIZED {
+        if let Some(deactivated) = upstream::deactivated_401(response, timeouts.0).await {
+            return Answer::Fail(deactivated);
+        }
         let renewed = match pool
             .credentials_after_401(account, &credentials, now_ms())
             .await
@@ -285,7 +296,8 @@ async fn attempt(
             Err(f) => return Answer::Fail(f),
         };
         if response.status() == reqwest::StatusCode::UNAUTHORIZED {
-            return Answer::Fail(Failure::Unauthorized);
+            let deactivated = upstream::deactivated_401(response, timeouts.0).await;
+            return Answer::Fail(deactivated.unwrap_or(Failure::Unauthorized));
         }
     }
     upstream::classify(response, out, pool, account, timeouts, now_ms() / 1000).await
@@ -337,6 +349,12 @@ pub(super) fn note_failure(
             tracing::info!(account = %name, %reason, "trying another account");
             pool.record_cooldown(account, now + cooldown.as_millis() as i64);
         }
+        Failure::Deactivated { code } => {
+            if pool.record_attention(account, code, now) {
+                let reason = Attention::from_code(code).describe();
+                tracing::warn!(account = %name, %code, "{reason}; the account needs attention, trying another account");
+            }
+        }
         // The request's fault, not the account's: no rest.
         Failure::ForeignContent { .. } => {
             tracing::info!(account = %name, "encrypted content this account cannot read");
@@ -360,13 +378,22 @@ pub(super) fn exhausted(state: &ProxyState, model: &str, last: Option<Failure>) 
     }
     let live: Vec<&Availability> = states
         .iter()
-        .filter(|s| !matches!(s, Availability::Disabled | Availability::NeedsLogin))
+        .filter(|s| {
+            !matches!(
+                s,
+                Availability::Disabled | Availability::NeedsLogin | Availability::NeedsAttention
+            )
+        })
         .collect();
     if live.is_empty() {
+        // A deactivated account answers like one that needs a login (Codex stops and shows
+        // it), with the backend's reason beside its name.
         let names: Vec<String> = accounts
             .iter()
-            .filter(|a| a.needs_login())
-            .map(|a| a.record.display_name())
+            .filter_map(|a| match a.attention()? {
+                Attention::Login => Some(a.record.display_name()),
+                other => Some(format!("{}: {}", a.record.display_name(), other.describe())),
+            })
             .collect();
         return ProxyError::AllNeedLogin(names.join(", ")).into_response();
     }
@@ -388,6 +415,11 @@ pub(super) fn exhausted(state: &ProxyState, model: &str, last: Option<Failure>) 
         Some(Failure::Transient { replay: Some(replay), .. }) => upstream::replayed(replay),
         Some(Failure::ForeignContent { replay }) => upstream::replayed(replay),
         Some(Failure::Transient { reason, .. }) => ProxyError::UpstreamUnavailable(reason).into_response(),
+        // A pinned account (`x-cma-account`) that is deactivated, while others are not.
+        Some(Failure::Deactivated { code }) => ProxyError::AccountNeedsAttention(
+            Attention::from_code(&code).describe().to_string(),
+        )
+        .into_response(),
         Some(Failure::Unauthorized) => upstream::replayed(Replay {
             status: reqwest::StatusCode::UNAUTHORIZED,
             headers: Default::default(),

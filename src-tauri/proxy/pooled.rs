@@ -28,7 +28,7 @@ pub async fn usage(State(state): State<ProxyState>) -> Json<Value> {
 pub fn pool_usage(accounts: &[AccountStatus], now_s: i64) -> Value {
     let serving: Vec<&AccountStatus> = accounts
         .iter()
-        .filter(|a| a.enabled && a.state != "needs-login")
+        .filter(|a| a.enabled && !matches!(a.state.as_str(), "needs-login" | "needs-attention"))
         .collect();
     let limited = |a: &AccountStatus| a.state == "limited";
     let all_limited = !serving.is_empty() && serving.iter().all(|a| limited(a));
@@ -115,6 +115,7 @@ mod tests {
             state: state.into(),
             until: until_s.map(|s| s * 1000),
             needs_login_reason: None,
+            attention: None,
             limits: Default::default(),
             usage: primary.map(|p| json!({"primary": window(p), "secondary": window(p / 2.0)})),
             last_used: None,

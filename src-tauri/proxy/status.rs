@@ -42,11 +42,17 @@ pub struct AccountStatus {
     pub email: Option<String>,
     pub plan: Option<String>,
     pub enabled: bool,
-    /// `ok`, `disabled`, `needs-login`, `limited` or `cooling-down`.
+    /// `ok`, `disabled`, `needs-login`, `needs-attention` (deactivated upstream), `limited`
+    /// or `cooling-down`.
     pub state: String,
     /// Epoch ms until which the account is limited or resting.
     pub until: Option<i64>,
+    /// The code that took the account out of service: the issuer's or the backend's.
     pub needs_login_reason: Option<String>,
+    /// Why the account needs the user, in plain words (for `needs-login` and
+    /// `needs-attention`).
+    #[serde(default)]
+    pub attention: Option<String>,
     /// Per-model limits, epoch ms.
     pub limits: std::collections::BTreeMap<String, i64>,
     pub usage: Option<serde_json::Value>,
@@ -80,6 +86,7 @@ impl AccountStatus {
             },
             Availability::Disabled => ("disabled", None),
             Availability::NeedsLogin => ("needs-login", None),
+            Availability::NeedsAttention => ("needs-attention", None),
             Availability::Limited { until } => ("limited", Some(until)),
             Availability::CoolingDown { until } => ("cooling-down", Some(until)),
         };
@@ -94,6 +101,7 @@ impl AccountStatus {
             state: state.to_string(),
             until,
             needs_login_reason: record.needs_login.as_ref().map(|n| n.code.clone()),
+            attention: account.attention().map(|a| a.describe().to_string()),
             limits: record
                 .rate_limit_resets
                 .iter()

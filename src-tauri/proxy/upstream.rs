@@ -11,7 +11,7 @@ use futures_util::StreamExt;
 use serde_json::Value;
 
 use super::sse::{self, Opening};
-use crate::accounts::{usage, Credentials, Pool};
+use crate::accounts::{deactivation_code, usage, Credentials, Pool};
 
 /// Headers that belong to one hop, or to the client's identity with us, never forwarded.
 pub(super) const DROPPED_REQUEST_HEADERS: [&str; 15] = [
@@ -78,6 +78,9 @@ pub enum Failure {
     },
     /// 400 `invalid_encrypted_content`: the input holds reasoning another account wrote.
     ForeignContent { replay: Replay },
+    /// The backend says the account or its workspace is deactivated (the code as sent): no
+    /// wait or refresh helps, the user must act.
+    Deactivated { code: String },
 }
 
 /// What came back, before any byte went to the client.
@@ -133,6 +136,19 @@ pub async fn send(
     }
 }
 
+/// Reads a 401's body for a deactivation, which no token refresh can help: then none is
+/// spent. `None` for a plain 401.
+pub async fn deactivated_401(response: reqwest::Response, first_byte: Duration) -> Option<Failure> {
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = match tokio::time::timeout(first_byte, response.bytes()).await {
+        Ok(Ok(body)) => body,
+        _ => Bytes::new(),
+    };
+    let code = deactivation_code(status, &headers, &body)?;
+    Some(Failure::Deactivated { code })
+}
+
 /// Classifies an answer other than 401 and, for a good one, builds the client response.
 pub async fn classify(
     response: reqwest::Response,
@@ -162,6 +178,9 @@ pub async fn classify(
         Ok(Ok(body)) => body,
         _ => Bytes::new(),
     };
+    if let Some(code) = deactivation_code(status.as_u16(), &headers, &body) {
+        return Answer::Fail(Failure::Deactivated { code });
+    }
     let json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let error = json.get("error").unwrap_or(&Value::Null);
     let code = ["type", "code"]

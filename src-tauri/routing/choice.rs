@@ -14,6 +14,9 @@ pub enum Availability {
     Ok,
     Disabled,
     NeedsLogin,
+    /// The backend says the account or its workspace is deactivated: out until the user acts
+    /// and signs in again; no reset to wait for.
+    NeedsAttention,
     /// Usage limit for this model until epoch ms.
     Limited {
         until: i64,
@@ -28,8 +31,10 @@ pub fn availability(account: &Account, model: &str, now_ms: i64) -> Availability
     if !account.record.enabled {
         return Availability::Disabled;
     }
-    if account.needs_login() {
-        return Availability::NeedsLogin;
+    match account.attention() {
+        Some(a) if a.is_deactivation() => return Availability::NeedsAttention,
+        Some(_) => return Availability::NeedsLogin,
+        None => {}
     }
     let limited = account.limited_until(model);
     if limited > now_ms {
@@ -162,6 +167,11 @@ mod tests {
             code: "refresh_token_reused".into(),
             since: 0,
         });
+        let mut deactivated = account("x");
+        deactivated.record.needs_login = Some(NeedsLogin {
+            code: "deactivated_workspace".into(),
+            since: 0,
+        });
         let mut limited = account("m");
         limited
             .record
@@ -178,6 +188,10 @@ mod tests {
             Availability::NeedsLogin
         );
         assert_eq!(
+            availability(&deactivated, "gpt-5.5", NOW),
+            Availability::NeedsAttention
+        );
+        assert_eq!(
             availability(&limited, "gpt-5.5", NOW),
             Availability::Limited { until: NOW + 1 }
         );
@@ -190,7 +204,7 @@ mod tests {
             Availability::CoolingDown { until: NOW + 1 }
         );
         let ok = account("ok");
-        let all = [disabled, login, limited, resting, ok];
+        let all = [disabled, login, deactivated, limited, resting, ok];
         assert_eq!(
             choose(&all, Strategy::Sticky, None).as_deref(),
             Some("ok/u")

@@ -74,7 +74,8 @@ pub struct AccountRecord {
     pub rate_limit_resets: BTreeMap<String, i64>,
     #[serde(default = "enabled_by_default")]
     pub enabled: bool,
-    /// Set when the refresh token is dead: the account stays, waiting for a new login.
+    /// Set when the refresh token is dead, or the backend says the account or its workspace
+    /// is deactivated: the account stays, out of service until a new login.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub needs_login: Option<NeedsLogin>,
     /// `keychain` when this account's tokens are in the OS keychain, not in this file.
@@ -106,7 +107,8 @@ pub struct Parts {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct NeedsLogin {
-    /// The issuer's error code, e.g. `refresh_token_reused`.
+    /// The issuer's error code, e.g. `refresh_token_reused`, or the backend's deactivation
+    /// code, e.g. `account_deactivated` (see `accounts::Attention`).
     pub code: String,
     /// Epoch ms.
     pub since: i64,

@@ -12,6 +12,7 @@ mod codex_tui;
 // Xvfb, trayer, WebKitWebDriver and /proc: Linux only.
 #[cfg(all(feature = "desktop", target_os = "linux"))]
 mod dashboard;
+mod deactivated;
 mod failover;
 mod fakes;
 mod faults;

@@ -16,7 +16,13 @@ fn account(email: &str, state: &str, used: Option<(f64, f64)>) -> AccountStatus 
         enabled: state != "disabled",
         state: state.to_string(),
         until: (state == "limited").then_some(NOW + 3_720_000),
-        needs_login_reason: (state == "needs-login").then(|| "refresh_token_reused".to_string()),
+        needs_login_reason: match state {
+            "needs-login" => Some("refresh_token_reused".to_string()),
+            "needs-attention" => Some("account_deactivated".to_string()),
+            _ => None,
+        },
+        attention: (state == "needs-attention")
+            .then(|| "ChatGPT says this account is deactivated".to_string()),
         limits: Default::default(),
         usage: used.map(|(p, s)| {
             json!({"primary": {"usedPercent": p, "resetsAt": NOW / 1000 + 3600}, "secondary": {"usedPercent": s}})
@@ -117,6 +123,34 @@ fn tooltip_summarises_accounts_and_the_next_reset() {
         holder: Some("headroom (pid 7)".into()),
     };
     assert!(tooltip(&input(&taken, &accounts)).contains("port 8787 is taken by headroom (pid 7)"));
+}
+
+#[test]
+fn a_deactivated_account_shows_why_with_no_reset_and_badges_the_icon() {
+    let r = running();
+    let accounts = [
+        account("a@x", "needs-attention", Some((10.0, 5.0))),
+        account("b@x", "ok", None),
+    ];
+    assert_eq!(icon_state(&input(&r, &accounts)), IconState::NeedsLogin);
+    assert_eq!(bars(&accounts)[0].colour, BarColour::NeedsLogin);
+    let line = account_line(&accounts[0], NOW);
+    assert_eq!(
+        line,
+        "a@x (plus) — needs attention: ChatGPT says this account is deactivated"
+    );
+    assert!(!line.contains("resets"), "not a limit: {line}");
+    let entries = menu(&input(&r, &accounts));
+    let lines: Vec<&str> = entries
+        .iter()
+        .filter(|e| e.label.starts_with("a@x"))
+        .map(|e| e.label.as_str())
+        .collect();
+    assert_eq!(lines.len(), 1, "one menu line for the account: {lines:?}");
+    assert_eq!(
+        tooltip(&input(&r, &accounts)),
+        "Codex App Account Router: 2 accounts, 1 ok, 1 need attention"
+    );
 }
 
 #[test]

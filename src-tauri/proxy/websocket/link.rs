@@ -119,6 +119,11 @@ pub(super) async fn open(
     let mut connected = connect(state, headers, &credentials, keep_turn_state).await;
     if let Err(Handshake::Refused(r)) = &connected {
         if r.status() == StatusCode::UNAUTHORIZED {
+            // No refresh can help a deactivated account: none is spent on it.
+            let body = r.body().as_deref().unwrap_or_default();
+            if let Some(code) = crate::accounts::deactivation_code(401, r.headers(), body) {
+                return Opened::Failed(Failure::Deactivated { code });
+            }
             let renewed = match pool
                 .credentials_after_401(account, &credentials, now_ms())
                 .await

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 use super::accounts::now_s;
 use super::admission::Admitted;
-use super::behaviour::{event_words, Behaviour, OK_DELTAS, OK_TEXT};
+use super::behaviour::{event_words, Behaviour, Deactivation, OK_DELTAS, OK_TEXT};
 use super::org_binding::{
     compaction_encrypted_content, has_foreign_content, mismatch_body, reasoning_encrypted_content,
 };
@@ -52,6 +52,12 @@ pub(super) fn error_answer(behaviour: &Behaviour, admitted: &Admitted) -> Option
             (503, body, admitted.headers.clone())
         }
         Behaviour::Status { status, body } => (*status, body.clone(), admitted.headers.clone()),
+        Behaviour::Deactivated(shape) => {
+            let (status, body, extra) = deactivated(*shape);
+            let mut headers = admitted.headers.clone();
+            headers.extend(extra);
+            (status, body, headers)
+        }
         _ => return None,
     };
     Some(JsonError {
@@ -59,6 +65,43 @@ pub(super) fn error_answer(behaviour: &Behaviour, admitted: &Admitted) -> Option
         body,
         headers,
     })
+}
+
+/// Status, body and extra headers of one deactivation shape (`shared/protocol.md` has none;
+/// these are what users of Codex report the backend sending).
+fn deactivated(shape: Deactivation) -> (u16, Value, Vec<(String, String)>) {
+    use base64::Engine;
+    match shape {
+        Deactivation::Account401 => (
+            401,
+            json!({"error": {"message": "Your OpenAI account has been deactivated, please check your email for more information. If you feel this is an error, contact us through our help center at help.openai.com.", "type": "invalid_request_error", "code": "account_deactivated", "param": null}}),
+            Vec::new(),
+        ),
+        Deactivation::Workspace402 => (
+            402,
+            json!({"detail": {"code": "deactivated_workspace"}}),
+            Vec::new(),
+        ),
+        Deactivation::Workspace403 => (
+            403,
+            json!({"error": {"type": "invalid_request_error", "code": "workspace_deactivated", "message": "This workspace is deactivated. Select an active workspace and try again."}}),
+            Vec::new(),
+        ),
+        Deactivation::GovernmentWorkspace403 => (
+            403,
+            json!({"error": {"code": "governmentWorkspaceRequired", "message": "This workspace requires a government account."}}),
+            Vec::new(),
+        ),
+        Deactivation::AccountInHeader403 => {
+            let code = json!({"error": {"code": "account_deactivated"}}).to_string();
+            let encoded = base64::engine::general_purpose::STANDARD.encode(code);
+            (
+                403,
+                json!({"detail": "Forbidden"}),
+                vec![("x-error-json".to_string(), encoded)],
+            )
+        }
+    }
 }
 
 /// Refusals that come before any behaviour is used: a body that is not JSON, or replayed
@@ -159,7 +202,8 @@ pub(super) fn plan(shared: &Shared, admitted: &Admitted) -> Answer {
         Behaviour::UsageLimit { .. }
         | Behaviour::RateLimited
         | Behaviour::Overloaded
-        | Behaviour::Status { .. } => {
+        | Behaviour::Status { .. }
+        | Behaviour::Deactivated(_) => {
             unreachable!("error behaviours were answered above")
         }
     }

@@ -47,6 +47,35 @@ pub enum Behaviour {
     /// Like `Behaviour::events(deltas, gap)`, but every delta carries `"t"`: `clock_ns()` at
     /// the moment the fake hands it to the server, for forwarding-delay benchmarks.
     Timed { deltas: usize, gap: Duration },
+    /// The backend refusing a deactivated account or workspace, in one of its shapes.
+    Deactivated(Deactivation),
+}
+
+/// The shapes in which the ChatGPT backend says an account cannot be used at all.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Deactivation {
+    /// 401, the OpenAI error body with `error.code = account_deactivated`.
+    Account401,
+    /// 402 `{"detail":{"code":"deactivated_workspace"}}`, what Codex users see on a
+    /// workspace that is gone.
+    Workspace402,
+    /// 403 with `error.code = workspace_deactivated`.
+    Workspace403,
+    /// 403 with `error.code = governmentWorkspaceRequired`.
+    GovernmentWorkspace403,
+    /// 403 whose body says nothing; the code is only in the `x-error-json` header (base64
+    /// JSON), which Codex reads as the identity error code.
+    AccountInHeader403,
+}
+
+impl Deactivation {
+    pub const ALL: [Deactivation; 5] = [
+        Deactivation::Account401,
+        Deactivation::Workspace402,
+        Deactivation::Workspace403,
+        Deactivation::GovernmentWorkspace403,
+        Deactivation::AccountInHeader403,
+    ];
 }
 
 /// Nanoseconds since a process-wide epoch (the first call): the clock of `Behaviour::Timed`

@@ -30,7 +30,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 pub use accounts::{AccountSpec, IssuedTokens};
-pub use behaviour::{clock_ns, FaultPlan};
+pub use behaviour::{clock_ns, Deactivation, FaultPlan};
 pub use content_encoding::zstd;
 pub use fake_backend::{Behaviour, SeenFrame, SeenRequest, OK_TEXT};
 pub use fake_issuer::pkce_challenge;
