@@ -160,7 +160,7 @@ pub fn router(state: ProxyState) -> axum::Router {
         .route("/api/codex/usage", get(pooled::usage))
         .route("/health", get(status::health))
         .route("/status", get(status::status))
-        .fallback(not_found)
+        .fallback(other_path)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             gate::check,
@@ -191,6 +191,44 @@ async fn models(State(state): State<ProxyState>, request: Request) -> Response {
         streaming: false,
     };
     forward::forward(&state, out, ALL_MODELS, RequestIdentity::default()).await
+}
+
+/// Where the upstream's API lives under the router: the OpenAI-style base and Codex's own.
+const API_PREFIXES: [&str; 2] = ["/v1/", "/backend-api/codex/"];
+
+/// A path under an API prefix that the router has no route for (Codex sends `/files`,
+/// `/files/{id}/uploaded`, `/transcribe`, `/alpha/search`, and each release may add one):
+/// passed on to the same upstream base as the session's account, with the same failover
+/// before the first byte, and the answer streamed back as it comes. The body is read first,
+/// within the same limit as elsewhere (413), so another account can be tried with it.
+async fn other_path(State(state): State<ProxyState>, request: Request) -> Response {
+    let path = request.uri().path();
+    let Some(rest) = API_PREFIXES.iter().find_map(|p| path.strip_prefix(p)) else {
+        return not_found(request).await;
+    };
+    // The path only: a query may carry anything.
+    tracing::debug!(path, "a path the router does not know, passed on");
+    let mut url = format!(
+        "{}/{rest}",
+        state.settings().upstream_url.trim_end_matches('/')
+    );
+    if let Some(query) = request.uri().query() {
+        url = format!("{url}?{query}");
+    }
+    let (parts, body) = request.into_parts();
+    let body = match read_body(body, &parts.headers, state.settings().max_body_bytes).await {
+        Ok(body) => body,
+        Err(e) => return e.into_response(),
+    };
+    let identity = RequestIdentity::read(&parts.headers, None);
+    let out = upstream::Outgoing {
+        method: parts.method,
+        url,
+        headers: parts.headers,
+        body: body.clone(),
+        streaming: true,
+    };
+    forward::forward_plain(&state, out, ALL_MODELS, identity, body).await
 }
 
 async fn not_found(request: Request) -> Response {

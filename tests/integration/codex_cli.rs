@@ -76,6 +76,15 @@ pub fn cma_router(fake: &FakeOpenAi, root: &Path) -> Router {
     Router::start(&fake_vars(fake, root), root)
 }
 
+/// The same with more variables (or other values).
+pub fn cma_router_with(fake: &FakeOpenAi, root: &Path, extra: &[(&str, &str)]) -> Router {
+    let mut vars = fake_vars(fake, root);
+    for (name, value) in extra {
+        vars.insert(name.to_string(), value.to_string());
+    }
+    Router::start(&vars, root)
+}
+
 impl Router {
     fn start(vars: &HashMap<String, String>, dir: &Path) -> Router {
         let log = dir.join("cma.log");
@@ -96,7 +105,7 @@ impl Router {
         Router { child, port, log }
     }
 
-    fn log(&self) -> String {
+    pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 

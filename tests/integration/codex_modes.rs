@@ -8,7 +8,9 @@ use std::path::Path;
 
 use serde_json::{json, Value};
 
-use crate::codex_cli::{cma_router, codex_bin, codex_with, responses, CmaRouter, CodexRun};
+use crate::codex_cli::{
+    cma_router, cma_router_with, codex_bin, codex_with, responses, CmaRouter, CodexRun,
+};
 use crate::harness::*;
 use crate::support::{AccountSpec, Behaviour, FakeOpenAi, SeenRequest};
 
@@ -237,4 +239,103 @@ async fn a_custom_provider_with_websockets_on_works_and_moves() {
     let calls = responses(&fake);
     assert_clean(&calls);
     assert_over_websocket(&fake, &calls);
+}
+
+/// A router (with `extra` variables) for A and B, and Codex on it over WebSocket (a custom
+/// provider), whose first turn was answered.
+async fn on_websocket(
+    extra: &[(&str, &str)],
+    setup: impl FnOnce(&FakeOpenAi),
+) -> Option<(FakeOpenAi, CmaRouter, tempfile::TempDir, std::path::PathBuf)> {
+    let bin = codex_bin()?;
+    let fake = FakeOpenAi::start().await;
+    setup(&fake);
+    let root = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("temp dir");
+    for dir in ["home", "work", "codex-home"] {
+        std::fs::create_dir_all(root.path().join(dir)).expect("dirs");
+    }
+    let records = [register(&fake, &A), register(&fake, &B)];
+    write_accounts(&root.path().join("openai-accounts.json"), &records);
+    let router = cma_router_with(&fake, root.path(), extra);
+    let base_url = format!("http://127.0.0.1:{}/v1", router.port);
+    let provider = provider("Codex App Account Router", &base_url, true);
+    config(root.path(), "model_provider = \"router\"", &provider);
+    let first = codex_with(&bin, root.path(), false, "say hi", &[]).await;
+    first.assert_answered(&router);
+    Some((fake, router, root, bin))
+}
+
+/// A prompt that makes Codex's request about 142 KB (one argument holds at most 128 KiB).
+fn large_prompt() -> String {
+    "y".repeat(125_000)
+}
+
+fn said(run: &CodexRun, what: &str) -> bool {
+    run.printed.contains(what)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_over_the_routers_limit_is_refused_on_the_socket_and_codex_stays_on_websocket() {
+    let limit = [("CODEX_PROXY_MAX_BODY_BYTES", "120000")];
+    let Some((fake, router, root, bin)) = on_websocket(&limit, |fake| {
+        fake.set_ws_max_message(None);
+    })
+    .await
+    else {
+        return;
+    };
+    let root = root.path();
+    let big = codex_with(&bin, root, true, &large_prompt(), &[]).await;
+    let context = format!("{}\ncma:\n{}", big.printed, router.log());
+    // Refused once, with the router's reason, and not retried: Codex neither reconnects nor
+    // falls back to HTTP (where the same body would get 413).
+    assert!(
+        said(&big, "websocket_message_too_large") || said(&big, "120000 bytes"),
+        "{context}"
+    );
+    assert!(
+        !said(&big, "Falling back"),
+        "Codex stayed on WebSocket: {context}"
+    );
+    assert!(!said(&big, "Reconnecting"), "no retry: {context}");
+    // The failed message stays in that session's history, so (as the error says) a new
+    // session goes on, over WebSocket.
+    let next = codex_with(&bin, root, false, "a smaller one", &[]).await;
+    next.assert_answered(&router);
+    let calls = responses(&fake);
+    assert!(
+        calls.iter().all(|c| c.websocket),
+        "no request over HTTP: {calls:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_upstreams_message_limit_reaches_codex_which_sends_a_larger_request_over_http() {
+    // The upstream takes 100 000-byte messages; the router's own limit is higher.
+    let Some((fake, router, root, bin)) = on_websocket(&[], |fake| {
+        fake.set_ws_max_message(Some(100_000));
+    })
+    .await
+    else {
+        return;
+    };
+    let frames_before = fake.ws_frames().len();
+    let big = codex_with(&bin, root.path(), true, &large_prompt(), &[]).await;
+    // Codex read the upstream's limit in the router's upgrade answer and did what it does
+    // without the router: the larger request went over HTTP, at once, and was served.
+    big.assert_answered(&router);
+    assert!(said(&big, "Falling back"), "{}", big.printed);
+    // Not after retries on a socket the upstream closed (what happened when the router
+    // answered the handshake without the upstream's headers).
+    assert!(!said(&big, "Reconnecting"), "{}", big.printed);
+    let large_frames = fake.ws_frames()[frames_before..]
+        .iter()
+        .filter(|f| f.body.to_string().len() > 100_000)
+        .count();
+    assert_eq!(
+        large_frames, 0,
+        "nothing over the upstream's limit went on a socket"
+    );
+    let posts = responses(&fake).iter().filter(|c| !c.websocket).count();
+    assert_eq!(posts, 1, "the large request, over HTTP");
 }

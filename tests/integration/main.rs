@@ -28,6 +28,7 @@ mod opening_hold;
 mod operator;
 mod operator_doctor;
 mod operator_setup;
+mod other_paths;
 // The .deb in a Debian root under Xvfb and trayer: Linux only, beside the tray tests.
 #[cfg(all(feature = "desktop", target_os = "linux"))]
 mod package;

@@ -71,7 +71,7 @@ async fn doctor_passes_every_check_on_a_healthy_setup() {
     if codex.is_some() {
         has(
             &verdict(&doctor, "codex cli", "ok")["detail"].to_string(),
-            "0.169.0",
+            &crate::codex_cli::codex_version(),
         );
     }
     let text = m.run(&["doctor"]);

@@ -317,13 +317,9 @@ async fn no_account_at_all_says_to_run_cma_login() {
 
 #[tokio::test]
 async fn unknown_paths_get_a_json_404() {
+    // Outside `/v1/` and `/backend-api/codex/` (whose unknown paths go upstream: other_paths).
     let h = Harness::start(&[account("a@example.com", "acct-a")]).await;
-    let response = h
-        .http
-        .get(format!("{}/v1/nope", h.base))
-        .send()
-        .await
-        .unwrap();
+    let response = h.http.get(format!("{}/nope", h.base)).send().await.unwrap();
     assert_eq!(response.status(), 404);
     let error: Value = response.json().await.unwrap();
     assert_eq!(error["error"]["code"], "not_found");

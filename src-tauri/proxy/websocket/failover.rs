@@ -56,7 +56,21 @@ impl Session {
             let (sent, dropped) = history
                 .body_for(&account, moving)
                 .unwrap_or_else(|| (frame.clone(), 0));
-            let opened = link::open(&state, &self.headers, &account, keep_turn_state, sent).await;
+            let opened = match self.ready.take() {
+                Some(ready)
+                    if ready.link.account == account
+                        && ready.keep_turn_state == keep_turn_state =>
+                {
+                    link::first_request_on(&state, &self.headers, ready.link, keep_turn_state, sent)
+                        .await
+                }
+                other => {
+                    if let Some(mut ready) = other {
+                        link::close(&mut ready.link.socket).await;
+                    }
+                    link::open(&state, &self.headers, &account, keep_turn_state, sent).await
+                }
+            };
             let now = now_ms();
             match opened {
                 Opened::Ready(link, opening) => {

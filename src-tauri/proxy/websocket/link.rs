@@ -40,12 +40,27 @@ const MAX_HELD: usize = 64;
 /// After an upstream answered an upgrade with 426, upgrades get 426 here for this long.
 const REFUSAL_MEMORY: Duration = Duration::from_secs(600);
 
+/// Headers of the upstream's upgrade answer that Codex reads (protocol §5.4, and
+/// `x-codex-websocket-max-message-bytes` since Codex 0.171): passed on in the client's own
+/// upgrade answer when the upstream socket is opened before it.
+pub(super) const GREETING_HEADERS: [&str; 5] = [
+    "x-codex-turn-state",
+    "x-models-etag",
+    "openai-model",
+    "x-reasoning-included",
+    MAX_MESSAGE_HEADER,
+];
+/// The largest message the upstream takes on this socket, which Codex 0.171 respects.
+pub(super) const MAX_MESSAGE_HEADER: &str = "x-codex-websocket-max-message-bytes";
+
 /// An open upstream socket and the account it speaks as.
 pub(super) struct Link {
     pub account: String,
     pub socket: UpstreamSocket,
     /// `x-codex-turn-state` from the upgrade answer.
     pub turn: Option<String>,
+    /// The upgrade answer's `GREETING_HEADERS`.
+    pub greeting: HeaderMap,
 }
 
 /// The start of one response: what goes to the client first.
@@ -111,10 +126,24 @@ pub(super) async fn open(
     keep_turn_state: bool,
     frame: Bytes,
 ) -> Opened {
+    match connect_as(state, headers, account, keep_turn_state).await {
+        Ok(link) => first_request(state, link, frame).await,
+        Err(not) => not,
+    }
+}
+
+/// The handshake as one account (one refresh on a 401); the reason as `Opened` when it
+/// did not open.
+pub(super) async fn connect_as(
+    state: &ProxyState,
+    headers: &HeaderMap,
+    account: &str,
+    keep_turn_state: bool,
+) -> Result<Link, Opened> {
     let pool = &state.routing().pool;
     let credentials = match pool.credentials(account, now_ms()).await {
         Ok(c) => c,
-        Err(e) => return Opened::Failed(credential_failure(e)),
+        Err(e) => return Err(Opened::Failed(credential_failure(e))),
     };
     let mut connected = connect(state, headers, &credentials, keep_turn_state).await;
     if let Err(Handshake::Refused(r)) = &connected {
@@ -122,19 +151,19 @@ pub(super) async fn open(
             // No refresh can help a deactivated account: none is spent on it.
             let body = r.body().as_deref().unwrap_or_default();
             if let Some(code) = crate::accounts::deactivation_code(401, r.headers(), body) {
-                return Opened::Failed(Failure::Deactivated { code });
+                return Err(Opened::Failed(Failure::Deactivated { code }));
             }
             let renewed = match pool
                 .credentials_after_401(account, &credentials, now_ms())
                 .await
             {
                 Ok(c) => c,
-                Err(e) => return Opened::Failed(credential_failure(e)),
+                Err(e) => return Err(Opened::Failed(credential_failure(e))),
             };
             connected = connect(state, headers, &renewed, keep_turn_state).await;
             if let Err(Handshake::Refused(r)) = &connected {
                 if r.status() == StatusCode::UNAUTHORIZED {
-                    return Opened::Failed(Failure::Unauthorized);
+                    return Err(Opened::Failed(Failure::Unauthorized));
                 }
             }
         }
@@ -142,24 +171,26 @@ pub(super) async fn open(
     let (socket, answer) = match connected {
         Ok(pair) => pair,
         Err(Handshake::Broken(reason)) => {
-            return Opened::Failed(Failure::Transient {
+            return Err(Opened::Failed(Failure::Transient {
                 reason,
                 cooldown: Duration::from_secs(5),
                 replay: None,
-            })
+            }))
         }
         Err(Handshake::Refused(r)) if r.status() == StatusCode::UPGRADE_REQUIRED => {
             tracing::warn!("the upstream refuses WebSocket (426); upgrades get 426 here for a while, so Codex uses HTTP");
             remember_refusal(&state.settings().upstream_url);
-            return Opened::NoWebSocket;
+            return Err(Opened::NoWebSocket);
         }
         Err(Handshake::Refused(r)) => {
             let (parts, body) = r.into_parts();
             let http = axum::http::Response::from_parts(parts, body.unwrap_or_default());
-            return match classify(state, account, reqwest::Response::from(http)).await {
-                Answer::Fail(f) => Opened::Failed(f),
-                Answer::Serve(response) => Opened::Refused(response),
-            };
+            return Err(
+                match classify(state, account, reqwest::Response::from(http)).await {
+                    Answer::Fail(f) => Opened::Failed(f),
+                    Answer::Serve(response) => Opened::Refused(response),
+                },
+            );
         }
     };
     let now_s = now_ms() / 1000;
@@ -171,11 +202,47 @@ pub(super) async fn open(
         .get("x-codex-turn-state")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let mut link = Link {
+    let mut greeting = HeaderMap::new();
+    for name in GREETING_HEADERS {
+        for value in answer.headers().get_all(name) {
+            greeting.append(HeaderName::from_static(name), value.clone());
+        }
+    }
+    Ok(Link {
         account: account.to_string(),
         socket,
         turn,
-    };
+        greeting,
+    })
+}
+
+/// The first request on the socket opened at the client's handshake. When the upstream let
+/// that socket go meanwhile (a client slow to send), one fresh socket as the same account:
+/// an idle socket closed is not the account failing.
+pub(super) async fn first_request_on(
+    state: &ProxyState,
+    headers: &HeaderMap,
+    mut link: Link,
+    keep_turn_state: bool,
+    frame: Bytes,
+) -> Opened {
+    match request(state, &mut link, frame.clone()).await {
+        Ok(opening) => Opened::Ready(Box::new(link), opening),
+        Err(Unanswered::Failed(failure)) => {
+            close(&mut link.socket).await;
+            Opened::Failed(failure)
+        }
+        Err(Unanswered::Lost(reason)) => {
+            close(&mut link.socket).await;
+            tracing::debug!(%reason, "the socket opened at the handshake went away; opening another");
+            open(state, headers, &link.account, keep_turn_state, frame).await
+        }
+    }
+}
+
+/// The first request on a socket just opened: `frame` sent and its opening held; the socket
+/// closed again when the account did not serve it.
+pub(super) async fn first_request(state: &ProxyState, mut link: Link, frame: Bytes) -> Opened {
     match request(state, &mut link, frame).await {
         Ok(opening) => Opened::Ready(Box::new(link), opening),
         Err(unanswered) => {

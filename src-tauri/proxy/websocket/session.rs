@@ -33,6 +33,12 @@ pub(super) struct Session {
     /// The client's upgrade headers, forwarded on every upstream handshake.
     pub headers: HeaderMap,
     pub link: Option<Link>,
+    /// The upstream socket opened at the client's handshake, before any request: used by the
+    /// first request when it goes to the same account.
+    pub ready: Option<Ready>,
+    /// The largest request frame passed on: the upstream's advertised limit, else the
+    /// router's `max_body_bytes`. Larger ones get an error frame Codex does not retry.
+    pub message_limit: usize,
     /// A response was served here: the upstream socket holds state (`previous_response_id`)
     /// that a new one would not have, so losing it means the client must reconnect.
     pub served: bool,
@@ -43,6 +49,12 @@ pub(super) struct Session {
     pub marking: Option<String>,
     /// Requests that came while a response was streaming, in order; at most `MAX_QUEUED`.
     pub queued: VecDeque<Utf8Bytes>,
+}
+
+/// An upstream socket opened at the handshake, and the turn-state choice it was opened with.
+pub(super) struct Ready {
+    pub link: Link,
+    pub keep_turn_state: bool,
 }
 
 pub(super) enum Flow {
@@ -79,6 +91,9 @@ impl Session {
         }
         if let Some(mut link) = self.link.take() {
             link::close(&mut link.socket).await;
+        }
+        if let Some(mut ready) = self.ready.take() {
+            link::close(&mut ready.link.socket).await;
         }
     }
 
@@ -126,6 +141,19 @@ impl Session {
     async fn on_client(&mut self, message: Option<Result<Message, axum::Error>>) -> Incoming {
         match message {
             None | Some(Ok(Message::Close(_))) => Incoming::Stop,
+            Some(Ok(Message::Text(text))) if text.len() > self.message_limit => {
+                // Read whole and refused with a 400 that Codex does not retry, on a socket
+                // that stays open: a 1009 close made Codex retry, then move the session to
+                // HTTP for good, where the same body gets 413.
+                let message = format!(
+                    "this request is {} bytes, over the {} bytes a WebSocket message may have here \
+                     (the upstream's limit, else CODEX_PROXY_MAX_BODY_BYTES); start a new session \
+                     or send less (large images or files)",
+                    text.len(),
+                    self.message_limit
+                );
+                self.refuse("websocket_message_too_large", &message).await
+            }
             Some(Ok(Message::Text(text))) => Incoming::Request(text),
             Some(Ok(Message::Binary(_))) => {
                 let message = "binary frames are not understood; send response.create as JSON text";
@@ -140,8 +168,8 @@ impl Session {
                             tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
                         ) => return Incoming::Stop,
                         tungstenite::Error::Capacity(_) => {
-                            let limit = self.state.settings().max_body_bytes;
-                            (CLOSE_TOO_BIG, format!("message larger than {limit} bytes (CODEX_PROXY_MAX_BODY_BYTES)"))
+                            let limit = frame_cap(self.message_limit);
+                            (CLOSE_TOO_BIG, format!("message larger than {limit} bytes, twice the limit (CODEX_PROXY_MAX_BODY_BYTES)"))
                         }
                         tungstenite::Error::Utf8(_) => {
                             (CLOSE_NOT_UTF8, "text frame is not UTF-8".to_string())
@@ -387,6 +415,13 @@ impl Session {
     pub(super) async fn close_client(&mut self, code: u16, reason: &str) {
         let _ = self.client.send(close_frame(code, reason)).await;
     }
+}
+
+/// How much of one client message is read before the socket is closed with 1009: twice the
+/// message limit, so that a message somewhat over it is read whole and refused with an
+/// error frame on a socket that stays open, while memory stays bounded.
+pub(super) fn frame_cap(message_limit: usize) -> usize {
+    message_limit.saturating_mul(2)
 }
 
 fn flow(incoming: Incoming) -> Flow {

@@ -136,6 +136,9 @@ pub(super) struct Registry {
     pub login: LoginState,
     pub websockets: SocketLog,
     pub fault_plan: FaultPlan,
+    /// Holds back the second piece of a download (`/files/{id}/content`) until a test
+    /// releases it, so that a test can see the first piece arrive on its own.
+    pub download_gate: std::sync::Arc<tokio::sync::Notify>,
 }
 
 impl Registry {
@@ -155,6 +158,7 @@ impl Registry {
             login: LoginState::default(),
             websockets: SocketLog::default(),
             fault_plan: FaultPlan::default(),
+            download_gate: Default::default(),
         }
     }
 

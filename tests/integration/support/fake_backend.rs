@@ -5,8 +5,9 @@
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
 use axum::http::{HeaderMap, Method, Response, Uri};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use axum::Router;
+use futures_util::StreamExt as _;
 use serde_json::{json, Value};
 
 use super::accounts::now_s;
@@ -30,6 +31,7 @@ pub(super) fn router(shared: Shared) -> Router {
         .route("/backend-api/codex/responses/compact", post(compact))
         .route("/backend-api/codex/models", get(models))
         .route("/backend-api/wham/usage", get(usage))
+        .route("/backend-api/codex/{*rest}", any(other_path))
         .fallback(not_found)
         .layer(DefaultBodyLimit::disable())
         .with_state(shared)
@@ -177,6 +179,47 @@ async fn usage(
     };
     let body = admitted.usage.status_body(&admitted.plan, now_s());
     json_response(200, &admitted.headers, &body)
+}
+
+/// Any other path under Codex's base (Codex sends `/files`, `/files/{id}/uploaded`,
+/// `/transcribe`, `/alpha/search`): checked like `/responses`, then answered with what it saw
+/// as JSON. A path ending in `/content` is a download in two pieces, the second sent only
+/// when the test releases it.
+async fn other_path(
+    State(shared): State<Shared>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response<Body> {
+    let admitted = match admit(&shared, &method, &uri, &headers, &body, false) {
+        Ok(admitted) => admitted,
+        Err(refusal) => return refusal.into_response(),
+    };
+    if uri.path().ends_with("/content") {
+        let gate = lock(&shared).download_gate.clone();
+        let first = futures_util::stream::once(async {
+            Ok::<_, std::convert::Infallible>(Bytes::from_static(b"first piece;"))
+        });
+        let second = futures_util::stream::once(async move {
+            gate.notified().await;
+            Ok(Bytes::from_static(b"second piece"))
+        });
+        let mut headers = admitted.headers.clone();
+        headers.push((
+            "content-type".to_owned(),
+            "application/octet-stream".to_owned(),
+        ));
+        return response(200, &headers, Body::from_stream(first.chain(second)));
+    }
+    let seen = json!({
+        "method": method.as_str(),
+        "path": uri.path(),
+        "query": uri.query(),
+        "bytes": body.len(),
+        "account": admitted.account_id,
+    });
+    json_response(200, &admitted.headers, &seen)
 }
 
 async fn not_found(

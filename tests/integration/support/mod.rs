@@ -163,6 +163,17 @@ impl FakeOpenAi {
         lock(&self.shared).websockets.frames.clone()
     }
 
+    /// The message limit the backend's upgrade answers advertise and enforce; `None` leaves
+    /// the header out (as before Codex 0.171).
+    pub fn set_ws_max_message(&self, max: Option<usize>) {
+        lock(&self.shared).websockets.max_message = Some(max);
+    }
+
+    /// Lets the download in progress (`/files/{id}/content`) send its second piece.
+    pub fn release_download(&self) {
+        lock(&self.shared).download_gate.notify_one();
+    }
+
     /// While on, every WebSocket upgrade is answered 426, which sends Codex back to HTTP.
     pub fn refuse_websockets(&self, on: bool) {
         lock(&self.shared).websockets.refuse = on;

@@ -30,7 +30,15 @@ pub(super) struct SocketLog {
     pub frames: Vec<SeenFrame>,
     /// Sockets still open, by number, with their TCP connection so a test can drop them.
     pub open: Vec<(usize, Connection)>,
+    /// The `x-codex-websocket-max-message-bytes` of the upgrade answer, also the largest
+    /// message the fake reads (a larger one closes the socket with 1009, as a server's
+    /// message limit does); `None` leaves the header out. Default `DEFAULT_MAX_MESSAGE`.
+    pub max_message: Option<Option<usize>>,
 }
+
+/// The fake's message limit unless a test sets another: 10 MiB, an assumption (the real
+/// backend's figure is not known here; Codex 0.171 reads the header).
+pub const DEFAULT_MAX_MESSAGE: usize = 10 * 1024 * 1024;
 
 /// `GET /backend-api/codex/responses`: 426 when refused or not an upgrade, 401/403 for a bad
 /// bearer, else 101 with the account's rate-limit headers.
@@ -65,12 +73,31 @@ pub(super) async fn upgrade(
     let Ok(upgrade) = upgrade else {
         return upgrade_required("This endpoint needs a WebSocket upgrade or a POST.");
     };
-    let id = {
+    let (id, max_message) = {
         let mut registry = lock(&shared);
         registry.websockets.accepted += 1;
-        registry.websockets.accepted
+        let max = registry
+            .websockets
+            .max_message
+            .unwrap_or(Some(DEFAULT_MAX_MESSAGE));
+        (registry.websockets.accepted, max)
     };
-    let headers = admitted.rate_limit_headers(None);
+    let mut headers = admitted.rate_limit_headers(None);
+    // What the backend's upgrade answer carries besides usage (protocol §5.4): a turn state
+    // for sticky routing, the models etag, and the message limit Codex 0.171 reads.
+    headers.push((
+        "x-codex-turn-state".to_string(),
+        format!("ts-{}-{id}", admitted.account_id),
+    ));
+    headers.push(("x-models-etag".to_string(), "\"fake-models-1\"".to_string()));
+    let mut upgrade = upgrade;
+    if let Some(max) = max_message {
+        headers.push((
+            "x-codex-websocket-max-message-bytes".to_string(),
+            max.to_string(),
+        ));
+        upgrade = upgrade.max_message_size(max).max_frame_size(max);
+    }
     let mut response =
         upgrade.on_upgrade(move |socket| session(shared, admitted, id, socket, connection));
     for (name, value) in headers {
