@@ -228,6 +228,9 @@ async fn run(
                 if let Ok(value) = HeaderValue::from_str(&name) {
                     response.headers_mut().insert(SERVED_BY_HEADER, value);
                 }
+                if response.status().is_success() {
+                    super::pooled::rewrite_headers(state, response.headers_mut());
+                }
                 tracing::debug!(
                     account = %name,
                     status = response.status().as_u16(),

@@ -58,6 +58,7 @@ struct Inner {
     http: reqwest::Client,
     started_at: i64,
     moves: moves::Moves,
+    pooled: pooled::Cache,
 }
 
 /// Everything a request handler needs; a cheap clone of one `Arc`.
@@ -83,6 +84,7 @@ impl ProxyState {
                 http,
                 started_at: crate::accounts::now_ms(),
                 moves: moves::Moves::default(),
+                pooled: pooled::Cache::default(),
             }),
         }
     }
@@ -130,6 +132,10 @@ impl ProxyState {
 
     pub fn moves(&self) -> &moves::Moves {
         &self.inner.moves
+    }
+
+    fn pooled_cache(&self) -> &pooled::Cache {
+        &self.inner.pooled
     }
 
     fn http(&self) -> &reqwest::Client {

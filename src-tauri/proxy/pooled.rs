@@ -3,13 +3,141 @@
 //! stop sending when the signed-in account is exhausted; answered for one account it would
 //! block the user while other accounts still have headroom (peers §3.3, item 6).
 
+use std::sync::Arc;
+
 use axum::extract::State;
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::Json;
 use serde_json::{json, Value};
 
 use super::status::{snapshot, AccountStatus};
 use super::ProxyState;
 use crate::accounts::now_ms;
+
+/// Codex's rate-limit headers for the default family (protocol §3.1) that the pool's figures
+/// replace. `x-codex-active-limit`, the credits and any other family pass unchanged.
+const WINDOW_HEADERS: [(&str, &str, &str, &str); 2] = [
+    (
+        "primary_window",
+        "x-codex-primary-used-percent",
+        "x-codex-primary-window-minutes",
+        "x-codex-primary-reset-at",
+    ),
+    (
+        "secondary_window",
+        "x-codex-secondary-used-percent",
+        "x-codex-secondary-window-minutes",
+        "x-codex-secondary-reset-at",
+    ),
+];
+
+/// The pool's usage and the headers made of it, computed at most once per status change and
+/// second: every answer carries them, so they must not cost a full status per request.
+#[derive(Default)]
+pub struct Cache(std::sync::Mutex<Option<Arc<Pooled>>>);
+
+struct Pooled {
+    version: u64,
+    second: i64,
+    usage: Value,
+    /// Each header of `WINDOW_HEADERS` with its value, `None` to remove it.
+    headers: Vec<(HeaderName, Option<HeaderValue>)>,
+}
+
+fn cached(state: &ProxyState) -> Arc<Pooled> {
+    let version = *state.subscribe().borrow();
+    let second = now_ms() / 1000;
+    let mut slot = state
+        .pooled_cache()
+        .0
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    if let Some(pooled) = slot.as_ref() {
+        if pooled.version == version && pooled.second == second {
+            return pooled.clone();
+        }
+    }
+    let usage = pool_usage(&snapshot(state).accounts, second);
+    let headers = header_values(&usage);
+    let pooled = Arc::new(Pooled {
+        version,
+        second,
+        usage,
+        headers,
+    });
+    *slot = Some(pooled.clone());
+    pooled
+}
+
+fn header_values(usage: &Value) -> Vec<(HeaderName, Option<HeaderValue>)> {
+    let mut out = Vec::new();
+    for (window, used, minutes, reset) in WINDOW_HEADERS {
+        let w = &usage["rate_limit"][window];
+        let Some(percent) = w["used_percent"].as_f64() else {
+            continue;
+        };
+        let value = |text: String| HeaderValue::from_str(&text).ok();
+        out.push((HeaderName::from_static(used), value(format!("{percent}"))));
+        if let Some(seconds) = w["limit_window_seconds"].as_i64() {
+            out.push((
+                HeaderName::from_static(minutes),
+                value((seconds / 60).to_string()),
+            ));
+        }
+        let at = w["reset_at"].as_i64().and_then(|at| value(at.to_string()));
+        out.push((HeaderName::from_static(reset), at));
+    }
+    out
+}
+
+/// Replaces the serving account's usage headers with the pool's. Codex 0.171 shows these
+/// (the footer, the "less than N % left" warnings) and offers a cheaper model from them; from
+/// one account they would warn and nudge while other accounts have headroom. Nothing changes
+/// when the answer carries no usage headers.
+pub fn rewrite_headers(state: &ProxyState, headers: &mut HeaderMap) {
+    let has_usage = WINDOW_HEADERS
+        .iter()
+        .any(|(_, used, _, _)| headers.contains_key(*used));
+    if !has_usage {
+        return;
+    }
+    for (name, value) in &cached(state).headers {
+        match value {
+            Some(value) => {
+                headers.insert(name.clone(), value.clone());
+            }
+            None => {
+                headers.remove(name);
+            }
+        }
+    }
+}
+
+/// A `codex.rate_limits` event (protocol §3.2; Codex acts on it over WebSocket) with the
+/// pool's windows in place of the serving account's; false when it is not one.
+pub fn rewrite_event(state: &ProxyState, event: &mut Value) -> bool {
+    if event["type"] != "codex.rate_limits" || !event["rate_limits"].is_object() {
+        return false;
+    }
+    let pooled = cached(state);
+    for (window, name) in [
+        ("primary_window", "primary"),
+        ("secondary_window", "secondary"),
+    ] {
+        let w = &pooled.usage["rate_limit"][window];
+        if w["used_percent"].is_null() || event["rate_limits"][name].is_null() {
+            continue;
+        }
+        let minutes = w["limit_window_seconds"].as_i64().map(|s| s / 60);
+        event["rate_limits"][name] = json!({
+            "used_percent": w["used_percent"],
+            "window_minutes": minutes,
+            "reset_at": w["reset_at"],
+            "reset_after_seconds": w["reset_after_seconds"],
+        });
+    }
+    true
+}
 
 pub async fn usage(State(state): State<ProxyState>) -> Json<Value> {
     let status = snapshot(&state);

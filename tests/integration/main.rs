@@ -29,6 +29,7 @@ mod operator;
 mod operator_doctor;
 mod operator_setup;
 mod other_paths;
+mod pooled_limits;
 // The .deb in a Debian root under Xvfb and trayer: Linux only, beside the tray tests.
 #[cfg(all(feature = "desktop", target_os = "linux"))]
 mod package;

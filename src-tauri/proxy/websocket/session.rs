@@ -303,7 +303,13 @@ impl Session {
         }
         for message in opening.frames {
             let sent = match message {
-                TsMessage::Text(text) => self.pass_on(text).await,
+                TsMessage::Text(text) => {
+                    let text = match frame_type(&text).as_deref() {
+                        Some("codex.rate_limits") => self.pooled(text),
+                        _ => text,
+                    };
+                    self.pass_on(text).await
+                }
                 TsMessage::Binary(data) => self.send(Message::Binary(data)).await,
                 _ => Flow::Continue,
             };
@@ -327,9 +333,13 @@ impl Session {
                     deadline = tokio::time::Instant::now() + idle;
                     let kind = frame_type(&text);
                     let end = kind.as_deref().is_some_and(link::is_terminal);
-                    if kind.as_deref() == Some("codex.rate_limits") {
-                        self.note_rate_limits(&text);
-                    }
+                    let text = match kind.as_deref() {
+                        Some("codex.rate_limits") => {
+                            self.note_rate_limits(&text);
+                            self.pooled(text)
+                        }
+                        _ => text,
+                    };
                     if let Flow::Stop = self.pass_on(text).await {
                         return Flow::Stop;
                     }
@@ -363,6 +373,18 @@ impl Session {
                 }
             }
         }
+    }
+
+    /// A `codex.rate_limits` event with the pool's windows, which Codex shows and acts on
+    /// (see `pooled::rewrite_headers`); as it came when it cannot be read.
+    fn pooled(&self, text: tungstenite::Utf8Bytes) -> tungstenite::Utf8Bytes {
+        let Ok(mut event) = serde_json::from_str::<Value>(&text) else {
+            return text;
+        };
+        if !super::super::pooled::rewrite_event(&self.state, &mut event) {
+            return text;
+        }
+        event.to_string().into()
     }
 
     fn note_rate_limits(&self, text: &str) {
