@@ -324,3 +324,34 @@ async fn unknown_paths_get_a_json_404() {
     let error: Value = response.json().await.unwrap();
     assert_eq!(error["error"]["code"], "not_found");
 }
+
+#[tokio::test]
+async fn what_a_newer_codex_or_backend_sends_passes_through_unchanged() {
+    let h = Harness::start(&[account("a@example.com", "acct-a")]).await;
+    h.fake.push_behaviour("acct-a", Behaviour::Unfamiliar);
+    // A header no release of Codex sent so far goes upstream as it came.
+    let response = h
+        .post(
+            "/v1/responses",
+            &codex_body("newer", "gpt-5.5"),
+            &[
+                ("session-id", "newer"),
+                ("x-codex-future-feature", "on; v=2"),
+            ],
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+    let body = response.text().await.expect("body");
+    // An event type no Codex knows yet reaches the client in place, byte for byte.
+    let unfamiliar = r#"{"from":"a newer backend","type":"codex.unfamiliar_event"}"#;
+    let at = body
+        .find("codex.unfamiliar_event")
+        .expect("the unfamiliar event");
+    assert!(body.contains(&format!("data: {unfamiliar}\n")), "{body}");
+    let created = body.find("response.created").expect("response.created");
+    let completed = body.find("response.completed").expect("response.completed");
+    assert!(created < at && at < completed, "in its place: {body}");
+    let seen = h.model_requests();
+    let sent = seen.last().expect("the request went upstream");
+    assert_eq!(sent.header("x-codex-future-feature"), Some("on; v=2"));
+}

@@ -199,6 +199,12 @@ pub(super) fn plan(shared: &Shared, admitted: &Admitted) -> Answer {
             stream(steps)
         }
         Behaviour::Reset => Answer::Reset,
+        Behaviour::Unfamiliar => {
+            let mut steps = default_steps();
+            let event = json!({"type": "codex.unfamiliar_event", "from": "a newer backend"});
+            steps.insert(1, Step::Event(event));
+            stream(steps)
+        }
         Behaviour::UsageLimit { .. }
         | Behaviour::RateLimited
         | Behaviour::Overloaded

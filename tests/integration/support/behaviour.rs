@@ -49,6 +49,9 @@ pub enum Behaviour {
     Timed { deltas: usize, gap: Duration },
     /// The backend refusing a deactivated account or workspace, in one of its shapes.
     Deactivated(Deactivation),
+    /// The default answer with an event of a type no Codex knows yet after the first one, as a
+    /// newer backend may send.
+    Unfamiliar,
 }
 
 /// The shapes in which the ChatGPT backend says an account cannot be used at all.
