@@ -31,13 +31,13 @@ const WINDOW_HEADERS: [(&str, &str, &str, &str); 2] = [
     ),
 ];
 
-/// The pool's usage and the headers made of it, computed at most once per status change and
-/// second: every answer carries them, so they must not cost a full status per request.
+/// The pool's usage and the headers made of it, computed at most once a second: every answer
+/// carries them, so they must not cost a full status per request (the status changes with
+/// every request, so a cache keyed on it would never hit under load).
 #[derive(Default)]
 pub struct Cache(std::sync::Mutex<Option<Arc<Pooled>>>);
 
 struct Pooled {
-    version: u64,
     second: i64,
     usage: Value,
     /// Each header of `WINDOW_HEADERS` with its value, `None` to remove it.
@@ -45,7 +45,6 @@ struct Pooled {
 }
 
 fn cached(state: &ProxyState) -> Arc<Pooled> {
-    let version = *state.subscribe().borrow();
     let second = now_ms() / 1000;
     let mut slot = state
         .pooled_cache()
@@ -53,14 +52,13 @@ fn cached(state: &ProxyState) -> Arc<Pooled> {
         .lock()
         .unwrap_or_else(|p| p.into_inner());
     if let Some(pooled) = slot.as_ref() {
-        if pooled.version == version && pooled.second == second {
+        if pooled.second == second {
             return pooled.clone();
         }
     }
     let usage = pool_usage(&snapshot(state).accounts, second);
     let headers = header_values(&usage);
     let pooled = Arc::new(Pooled {
-        version,
         second,
         usage,
         headers,

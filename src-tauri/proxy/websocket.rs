@@ -94,6 +94,7 @@ pub async fn responses_upgrade(State(state): State<ProxyState>, request: Request
     let mut response = upgrade
         .max_message_size(cap)
         .max_frame_size(cap)
+        .read_buffer_size(link::READ_BUFFER)
         .on_upgrade(move |client| {
             let session = Session {
                 state,
