@@ -56,8 +56,18 @@ fn cached(state: &ProxyState) -> Arc<Pooled> {
             return pooled.clone();
         }
     }
-    let usage = pool_usage(&snapshot(state).accounts, second);
-    let headers = header_values(&usage);
+    let accounts = snapshot(state).accounts;
+    let usage = pool_usage(&accounts, second);
+    // Before any account's usage is known the pool's figure would read 0 %: the serving
+    // account's own headers then say more.
+    let known = accounts.iter().any(|a| {
+        let primary = a.usage.as_ref().and_then(|u| u.get("primary"));
+        primary.is_some_and(|w| w.is_object())
+    });
+    let headers = match known {
+        true => header_values(&usage),
+        false => Vec::new(),
+    };
     let pooled = Arc::new(Pooled {
         second,
         usage,

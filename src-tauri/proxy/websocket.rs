@@ -47,12 +47,7 @@ pub async fn responses_upgrade(State(state): State<ProxyState>, request: Request
         return ProxyError::WebSocketsOff.into_response();
     }
     if link::upstream_refuses(&state.settings().upstream_url) {
-        let body = json!({"error": {
-            "type": "invalid_request_error",
-            "code": "upstream_websockets_refused",
-            "message": "the ChatGPT backend refused WebSocket lately; use HTTP",
-        }});
-        return (StatusCode::UPGRADE_REQUIRED, axum::Json(body)).into_response();
+        return upstream_refused();
     }
     let (mut parts, _body) = request.into_parts();
     // The socket keeps its connection's place under the listener's cap while it is open.
@@ -74,7 +69,7 @@ pub async fn responses_upgrade(State(state): State<ProxyState>, request: Request
         {
             Preopened::Ready(ready) => Some(*ready),
             Preopened::Later => None,
-            Preopened::NoWebSocket => return ProxyError::WebSocketsOff.into_response(),
+            Preopened::NoWebSocket => return upstream_refused(),
         },
         None => None,
     };
@@ -119,6 +114,16 @@ pub async fn responses_upgrade(State(state): State<ProxyState>, request: Request
         answer.insert(link::MAX_MESSAGE_HEADER, value);
     }
     response
+}
+
+/// 426 for an upstream that refuses WebSocket: Codex moves the session to HTTP at once.
+fn upstream_refused() -> Response {
+    let body = json!({"error": {
+        "type": "invalid_request_error",
+        "code": "upstream_websockets_refused",
+        "message": "the ChatGPT backend refused WebSocket lately; use HTTP",
+    }});
+    (StatusCode::UPGRADE_REQUIRED, axum::Json(body)).into_response()
 }
 
 /// The upstream's message limit from its upgrade answer, when it gave a usable one.
