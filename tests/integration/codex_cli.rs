@@ -71,6 +71,19 @@ pub struct Router {
 pub type CmaRouter = Router;
 pub type CodexRun = Run;
 
+/// A folder for one Codex run against the router: `home`, `work` and `codex-home`, and the
+/// router's accounts file with A and B registered in the fake. Under target/tmp: Codex
+/// refuses to set up its helpers under /tmp (codex-capture §4.2).
+pub fn codex_root(fake: &FakeOpenAi) -> tempfile::TempDir {
+    let root = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("temp dir");
+    for dir in ["home", "work", "codex-home"] {
+        std::fs::create_dir_all(root.path().join(dir)).expect("dirs");
+    }
+    let records = [register(fake, &A), register(fake, &B)];
+    write_accounts(&root.path().join("openai-accounts.json"), &records);
+    root
+}
+
 /// `cma start` against the fakes, with its files in `root`.
 pub fn cma_router(fake: &FakeOpenAi, root: &Path) -> Router {
     Router::start(&fake_vars(fake, root), root)
@@ -279,14 +292,8 @@ fn texts(body: &Value, role: &str) -> Vec<String> {
 async fn codex_exec_fails_over_inside_the_router_and_a_resumed_session_stays_moved() {
     let Some(bin) = codex_bin() else { return };
     let fake = FakeOpenAi::start().await;
-    // Codex refuses to set up its helpers under /tmp (codex-capture §4.2): use target/tmp.
-    let root = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("temp dir");
+    let root = codex_root(&fake);
     let root = root.path();
-    for dir in ["home", "work", "codex-home"] {
-        std::fs::create_dir_all(root.join(dir)).expect("dirs");
-    }
-    let records = [register(&fake, &A), register(&fake, &B)];
-    write_accounts(&root.join("openai-accounts.json"), &records);
     let mut vars = fake_vars(&fake, root);
     let router = Router::start(&vars, root);
     write_codex_config(root, router.port);

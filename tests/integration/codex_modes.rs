@@ -9,13 +9,10 @@ use std::path::Path;
 use serde_json::{json, Value};
 
 use crate::codex_cli::{
-    cma_router, cma_router_with, codex_bin, codex_with, responses, CmaRouter, CodexRun,
+    cma_router_with, codex_bin, codex_root, codex_with, responses, CmaRouter, CodexRun,
 };
-use crate::harness::*;
 use crate::support::{AccountSpec, Behaviour, FakeOpenAi, SeenRequest};
 
-const A: TestAccount = account("a@example.com", "acct-a");
-const B: TestAccount = account("b@example.com", "acct-b");
 
 /// Codex's quiet settings (codex-capture §9), no retries of its own, and `provider`.
 fn config(root: &Path, top: &str, provider: &str) {
@@ -104,15 +101,18 @@ fn assert_over_websocket(fake: &FakeOpenAi, calls: &[SeenRequest]) {
 async fn start(
     setup: impl FnOnce(&FakeOpenAi, &Path, u16),
 ) -> Option<(FakeOpenAi, CmaRouter, tempfile::TempDir, std::path::PathBuf)> {
+    start_with(&[], setup).await
+}
+
+/// `start` with more router variables.
+async fn start_with(
+    extra: &[(&str, &str)],
+    setup: impl FnOnce(&FakeOpenAi, &Path, u16),
+) -> Option<(FakeOpenAi, CmaRouter, tempfile::TempDir, std::path::PathBuf)> {
     let bin = codex_bin()?;
     let fake = FakeOpenAi::start().await;
-    let root = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("temp dir");
-    for dir in ["home", "work", "codex-home"] {
-        std::fs::create_dir_all(root.path().join(dir)).expect("dirs");
-    }
-    let records = [register(&fake, &A), register(&fake, &B)];
-    write_accounts(&root.path().join("openai-accounts.json"), &records);
-    let router = cma_router(&fake, root.path());
+    let root = codex_root(&fake);
+    let router = cma_router_with(&fake, root.path(), extra);
     setup(&fake, root.path(), router.port);
     Some((fake, router, root, bin))
 }
@@ -247,19 +247,13 @@ async fn on_websocket(
     extra: &[(&str, &str)],
     setup: impl FnOnce(&FakeOpenAi),
 ) -> Option<(FakeOpenAi, CmaRouter, tempfile::TempDir, std::path::PathBuf)> {
-    let bin = codex_bin()?;
-    let fake = FakeOpenAi::start().await;
-    setup(&fake);
-    let root = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("temp dir");
-    for dir in ["home", "work", "codex-home"] {
-        std::fs::create_dir_all(root.path().join(dir)).expect("dirs");
-    }
-    let records = [register(&fake, &A), register(&fake, &B)];
-    write_accounts(&root.path().join("openai-accounts.json"), &records);
-    let router = cma_router_with(&fake, root.path(), extra);
-    let base_url = format!("http://127.0.0.1:{}/v1", router.port);
-    let provider = provider("Codex App Account Router", &base_url, true);
-    config(root.path(), "model_provider = \"router\"", &provider);
+    let (fake, router, root, bin) = start_with(extra, |fake, root, port| {
+        setup(fake);
+        let base_url = format!("http://127.0.0.1:{port}/v1");
+        let router = provider("Codex App Account Router", &base_url, true);
+        config(root, "model_provider = \"router\"", &router);
+    })
+    .await?;
     let first = codex_with(&bin, root.path(), false, "say hi", &[]).await;
     first.assert_answered(&router);
     Some((fake, router, root, bin))

@@ -9,12 +9,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::codex_cli::{cma_router, codex_bin};
-use crate::harness::*;
+use crate::codex_cli::{cma_router, codex_bin, codex_root};
 use crate::support::{FakeOpenAi, OK_TEXT};
 
-const A: TestAccount = account("a@example.com", "acct-a");
-const B: TestAccount = account("b@example.com", "acct-b");
 const PASTE_BURST: Duration = Duration::from_millis(300);
 
 /// A Codex TUI in a detached tmux session of its own (a private socket), 120x40; the tmux
@@ -163,14 +160,8 @@ fn five_hour_left(pane: &str) -> Option<u32> {
 async fn codex_tui_shows_the_pools_headroom_not_the_serving_accounts() {
     let Some(bin) = codex_bin() else { return };
     let fake = FakeOpenAi::start().await;
-    // Codex refuses to set up its helpers under /tmp (codex-capture §4.2): use target/tmp.
-    let root = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("temp dir");
+    let root = codex_root(&fake);
     let root = root.path();
-    for dir in ["home", "work", "codex-home"] {
-        std::fs::create_dir_all(root.join(dir)).expect("dirs");
-    }
-    let records = [register(&fake, &A), register(&fake, &B)];
-    write_accounts(&root.join("openai-accounts.json"), &records);
     // A nearly spent, B nearly fresh: the pool has half its 5-hour window left.
     fake.set_usage("acct-a", 90.0, 45.0);
     fake.set_usage("acct-b", 10.0, 5.0);
