@@ -7,6 +7,7 @@
 
 mod failover;
 mod frames;
+mod handshake;
 mod link;
 mod session;
 
@@ -46,7 +47,7 @@ pub async fn responses_upgrade(State(state): State<ProxyState>, request: Request
     if !state.settings().websockets {
         return ProxyError::WebSocketsOff.into_response();
     }
-    if link::upstream_refuses(&state.settings().upstream_url) {
+    if handshake::upstream_refuses(&state.settings().upstream_url) {
         return upstream_refused();
     }
     let (mut parts, _body) = request.into_parts();
@@ -89,7 +90,7 @@ pub async fn responses_upgrade(State(state): State<ProxyState>, request: Request
     let mut response = upgrade
         .max_message_size(cap)
         .max_frame_size(cap)
-        .read_buffer_size(link::READ_BUFFER)
+        .read_buffer_size(handshake::READ_BUFFER)
         .on_upgrade(move |client| {
             let session = Session {
                 state,
@@ -111,7 +112,7 @@ pub async fn responses_upgrade(State(state): State<ProxyState>, request: Request
     let answer = response.headers_mut();
     answer.extend(greeting);
     if let Ok(value) = HeaderValue::from_str(&advertised.to_string()) {
-        answer.insert(link::MAX_MESSAGE_HEADER, value);
+        answer.insert(handshake::MAX_MESSAGE_HEADER, value);
     }
     response
 }
@@ -128,7 +129,7 @@ fn upstream_refused() -> Response {
 
 /// The upstream's message limit from its upgrade answer, when it gave a usable one.
 fn advertised_limit(greeting: &HeaderMap) -> Option<usize> {
-    let value = greeting.get(link::MAX_MESSAGE_HEADER)?.to_str().ok()?;
+    let value = greeting.get(handshake::MAX_MESSAGE_HEADER)?.to_str().ok()?;
     value.trim().parse::<usize>().ok().filter(|n| *n > 0)
 }
 
@@ -160,7 +161,7 @@ async fn preopen(state: &ProxyState, headers: &HeaderMap, identity: &RequestIden
     // Chosen exactly as the first request's failover chooses, so that it finds this socket.
     let keep_turn_state = bound.as_deref().is_none_or(|b| b == account)
         && turn_account.as_deref().is_none_or(|t| t == account);
-    match link::connect_as(state, headers, &account, keep_turn_state).await {
+    match handshake::connect_as(state, headers, &account, keep_turn_state).await {
         Ok(link) => Preopened::Ready(Box::new(Ready {
             link,
             keep_turn_state,

@@ -13,7 +13,6 @@ use crate::codex_cli::{
 };
 use crate::support::{AccountSpec, Behaviour, FakeOpenAi, SeenRequest};
 
-
 /// Codex's quiet settings (codex-capture §9), no retries of its own, and `provider`.
 fn config(root: &Path, top: &str, provider: &str) {
     let text = format!(

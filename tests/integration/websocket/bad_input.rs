@@ -1,6 +1,7 @@
 //! Upgrades and frames the router refuses, each with a clear answer, and the router serving
 //! on afterwards.
 
+use super::handshake::{advertised, connect_answer, frame_of};
 use super::*;
 
 #[tokio::test]
@@ -66,13 +67,6 @@ async fn malformed_frames_get_an_error_frame_and_the_socket_keeps_working() {
     assert_eq!(text_of(&events), OK_TEXT);
 }
 
-/// A `response.create` of about `bytes` bytes.
-fn frame_of(session: &str, bytes: usize) -> String {
-    let mut body = codex_body(session, "gpt-5.5");
-    body["input"][0]["content"][0]["text"] = json!("x".repeat(bytes));
-    response_create(&body).to_string()
-}
-
 #[tokio::test]
 async fn a_message_over_the_limit_gets_an_error_codex_does_not_retry_and_the_socket_serves_on() {
     // No limit from the upstream: the router advertises what its socket reads, twice its
@@ -120,35 +114,4 @@ async fn a_message_over_the_limit_gets_an_error_codex_does_not_retry_and_the_soc
     let events = ws.create(&codex_body("ws-small", "gpt-5.5")).await;
     assert_eq!(types(&events).last(), Some(&"response.completed"));
     assert_http_still_serves(&h).await;
-}
-
-#[tokio::test]
-async fn the_upstreams_message_limit_is_advertised_and_kept_even_above_the_routers() {
-    let h = Harness::start_with(&[A], &[("CODEX_PROXY_MAX_BODY_BYTES", "4096")]).await;
-    h.fake.set_ws_max_message(Some(65_536));
-    let (mut raw, answer) = connect_answer(&h, Some("ws-upstream-limit")).await;
-    assert_eq!(advertised(&answer), 65_536);
-    // Over the router's own limit, under the upstream's: passed on and served.
-    raw.send(Message::text(frame_of("ws-upstream-limit", 20_000)))
-        .await
-        .expect("send");
-    let events = read_raw_response(&mut raw).await;
-    assert_eq!(types(&events).last(), Some(&"response.completed"));
-    assert_eq!(h.fake.ws_frames().len(), 1);
-    // And an upstream with a lower limit than the router's: its limit is the one kept.
-    let h = Harness::start(&[A]).await;
-    h.fake.set_ws_max_message(Some(8192));
-    let (mut raw, answer) = connect_answer(&h, Some("ws-low-limit")).await;
-    assert_eq!(advertised(&answer), 8192);
-    raw.send(Message::text(frame_of("ws-low-limit", 10_000)))
-        .await
-        .expect("send");
-    let error = next_raw(&mut raw)
-        .await
-        .expect("an error frame, not a close");
-    assert_eq!(
-        error["error"]["code"], "websocket_message_too_large",
-        "{error}"
-    );
-    assert!(h.fake.ws_frames().is_empty(), "nothing went upstream");
 }
