@@ -6,11 +6,13 @@
 //! the .rpm are also read for what they declare. `scripts/test` builds both (`scripts/package`)
 //! and makes the root; here the network is loopback only, so apt works from the local files.
 
-use std::collections::BTreeMap;
-use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::MetadataExt as _;
+use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
+
+mod contents;
+mod root;
 
 use crate::dashboard::{free_port, ONE_APP};
 use crate::harness::*;
@@ -19,6 +21,7 @@ use crate::tray::{
     find_window, icon_of_app, screenshot, tools_present, two_accounts, wait_for, Tray, TrayHost,
     GREEN, RED,
 };
+use root::*;
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 const PACKAGE: &str = "codex-app-account-router";
@@ -86,264 +89,9 @@ fn stdout(program: &str, args: &[&str]) -> String {
     text
 }
 
-/// The package's files, unpacked into a temp folder.
-fn unpack_deb(deb: &Path) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let to = dir.path().display().to_string();
-    stdout("dpkg-deb", &["-x", &deb.display().to_string(), &to]);
-    dir
-}
-
 fn field<'a>(text: &'a str, name: &str) -> &'a str {
     let line = text.lines().find(|l| l.starts_with(&format!("{name}=")));
     line.and_then(|l| l.split_once('=')).map_or("", |(_, v)| v)
-}
-
-/// Package names of a Depends line, without versions or alternatives' separators.
-fn names(depends: &str) -> Vec<String> {
-    let items = depends.split([',', '|']);
-    let first_word = |d: &str| d.split_whitespace().next().unwrap_or("").to_string();
-    items.map(first_word).filter(|n| !n.is_empty()).collect()
-}
-
-#[test]
-fn package_the_deb_and_rpm_hold_all_three_programs_and_declare_every_library_they_use() {
-    let Some(packages) = packages() else {
-        return;
-    };
-    let deb = packages.deb.display().to_string();
-    let files = unpack_deb(&packages.deb);
-    for program in PROGRAMS {
-        let path = files.path().join("usr/bin").join(program);
-        let mode = std::fs::metadata(&path).map(|m| m.permissions().mode());
-        let mode = mode.unwrap_or_else(|_| panic!("/usr/bin/{program} is in the .deb"));
-        assert_eq!(mode & 0o755, 0o755, "/usr/bin/{program} is executable");
-    }
-
-    // The launcher entry: found by name, in Development, with an icon that exists.
-    let entry = std::fs::read_to_string(files.path().join(DESKTOP_ENTRY));
-    let entry = entry.expect("the .deb has a desktop entry");
-    assert_eq!(field(&entry, "Name"), "Codex App Account Router");
-    assert_eq!(field(&entry, "Exec"), "codex-app-account-router", "{entry}");
-    assert!(
-        field(&entry, "Categories").contains("Development"),
-        "{entry}"
-    );
-    let icon = field(&entry, "Icon");
-    let icon_file = files
-        .path()
-        .join(format!("usr/share/icons/hicolor/128x128/apps/{icon}.png"));
-    assert!(
-        icon_file.is_file(),
-        "the entry's icon {icon} is in the package"
-    );
-
-    // Version and dependencies: every library the programs link comes from a declared package
-    // (dpkg-shlibdeps reads them off the binaries), and the tray library the app opens at run
-    // time is declared too.
-    let control = stdout("dpkg-deb", &["-f", &deb, "Package", "Version", "Depends"]);
-    assert!(
-        control.contains(&format!("Package: {PACKAGE}\n")),
-        "{control}"
-    );
-    assert!(
-        control.contains(&format!("Version: {VERSION}\n")),
-        "{control}"
-    );
-    let depends = control.lines().find_map(|l| l.strip_prefix("Depends: "));
-    let declared = names(depends.unwrap_or(""));
-    let shlibs = tempfile::tempdir().expect("temp dir");
-    std::fs::create_dir(shlibs.path().join("debian")).expect("debian dir");
-    let source = "Source: x\n\nPackage: x\nArchitecture: any\n";
-    std::fs::write(shlibs.path().join("debian/control"), source).expect("control");
-    let binaries: Vec<String> = PROGRAMS
-        .iter()
-        .map(|p| files.path().join("usr/bin").join(p).display().to_string())
-        .collect();
-    let shlibdeps = Command::new("dpkg-shlibdeps")
-        .arg("-O")
-        .args(&binaries)
-        .current_dir(shlibs.path())
-        .output()
-        .expect("dpkg-shlibdeps runs");
-    let needed = String::from_utf8_lossy(&shlibdeps.stdout).into_owned();
-    assert!(shlibdeps.status.success(), "dpkg-shlibdeps: {needed}");
-    let needed = names(needed.trim().trim_start_matches("shlibs:Depends="));
-    assert!(
-        needed.len() >= 5,
-        "dpkg-shlibdeps found the libraries: {needed:?}"
-    );
-    for package in needed
-        .iter()
-        .map(String::as_str)
-        .chain(["libayatana-appindicator3-1"])
-    {
-        assert!(
-            declared.iter().any(|d| d == package),
-            "{package} is used but not in Depends: {declared:?}"
-        );
-    }
-
-    // lintian: nothing but the tags the package's own overrides file explains.
-    let lint = output("lintian", &["--tag-display-limit", "0", &deb]);
-    let said = String::from_utf8_lossy(&lint.stdout);
-    let findings: Vec<&str> = said
-        .lines()
-        .filter(|l| l.starts_with("E:") || l.starts_with("W:"))
-        .collect();
-    assert!(findings.is_empty(), "lintian: {findings:#?}");
-
-    // The .rpm: same programs and version, and every shared library of each program required
-    // by its soname, which any RPM distribution resolves to its own package.
-    let rpm = packages.rpm.display().to_string();
-    let listed = stdout("rpm", &["-qpl", &rpm]);
-    for program in PROGRAMS {
-        assert!(
-            listed.lines().any(|l| l == format!("/usr/bin/{program}")),
-            "{listed}"
-        );
-    }
-    assert!(
-        listed.lines().any(|l| l == format!("/{DESKTOP_ENTRY}")),
-        "{listed}"
-    );
-    let version = stdout("rpm", &["-qp", "--queryformat", "%{VERSION}", &rpm]);
-    assert_eq!(version, VERSION);
-    let requires = stdout("rpm", &["-qpR", &rpm]);
-    for binary in &binaries {
-        let dynamic = stdout("readelf", &["-d", binary]);
-        for soname in dynamic
-            .lines()
-            .filter_map(|l| l.split_once("Shared library: ["))
-        {
-            let soname = soname.1.trim_end_matches(']');
-            if soname.starts_with("ld-linux") {
-                continue;
-            }
-            let wanted = format!("{soname}()(64bit)");
-            assert!(
-                requires.lines().any(|r| r.trim() == wanted),
-                "{binary} links {soname}, which the .rpm does not require: {requires}"
-            );
-        }
-    }
-}
-
-/// Runs a command inside the Debian root (`tests/package/in-root`).
-fn in_root(root: &Path) -> Command {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/package/in-root");
-    let mut command = Command::new(script);
-    command.arg(root).stdin(Stdio::null());
-    command
-}
-
-fn root_output(root: &Path, args: &[&str]) -> Output {
-    let out = in_root(root).args(args).output();
-    out.unwrap_or_else(|e| panic!("{args:?} in the root could not run: {e}"))
-}
-
-/// The same, as the desktop user with `env` as the whole environment.
-fn as_user(root: &Path, env: &[(String, String)], args: &[&str]) -> Command {
-    let mut command = in_root(root);
-    command.args(["setpriv", "--reuid=1000", "--regid=1000", "--init-groups"]);
-    command.args(["env", "-i"]);
-    command.args(env.iter().map(|(k, v)| format!("{k}={v}")));
-    command.args(args);
-    command
-}
-
-fn installed_version(root: &Path) -> Option<String> {
-    let query = ["dpkg-query", "-W", "-f=${Status} ${Version}", PACKAGE];
-    let out = root_output(root, &query);
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let version = text.strip_prefix("install ok installed ")?;
-    Some(version.to_string())
-}
-
-/// Installs a package file with apt inside the root; returns what apt and the package's
-/// scripts said.
-fn apt_install(root: &Path, deb: &Path, extra: &[&str]) -> String {
-    let name = deb
-        .file_name()
-        .expect("file name")
-        .to_string_lossy()
-        .into_owned();
-    std::fs::copy(deb, root.join("tmp").join(&name)).expect("copy the package into the root");
-    let path = format!("/tmp/{name}");
-    let mut args = vec![
-        "env",
-        "DEBIAN_FRONTEND=noninteractive",
-        "apt-get",
-        "install",
-        "-y",
-    ];
-    args.extend(["--no-install-recommends"]);
-    args.extend(extra);
-    args.push(&path);
-    let out = root_output(root, &args);
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "apt-get install {name}: {said}");
-    said
-}
-
-/// Every file under `dir` with its bytes and mode: what "left as it was" is checked against.
-fn snapshot(dir: &Path) -> BTreeMap<PathBuf, (Vec<u8>, u32)> {
-    let mut files = BTreeMap::new();
-    let mut todo = vec![dir.to_path_buf()];
-    while let Some(next) = todo.pop() {
-        for entry in std::fs::read_dir(&next).expect("read dir").flatten() {
-            let path = entry.path();
-            let meta = entry.metadata().expect("metadata");
-            if meta.is_dir() {
-                todo.push(path);
-            } else {
-                let bytes = std::fs::read(&path).expect("read file");
-                files.insert(path, (bytes, meta.mode() & 0o7777));
-            }
-        }
-    }
-    files
-}
-
-/// The user's files, as the test sees them from outside the root.
-struct UserFiles {
-    accounts: PathBuf,
-    settings: PathBuf,
-}
-
-impl UserFiles {
-    fn snapshot(&self) -> BTreeMap<PathBuf, (Vec<u8>, u32)> {
-        let mut all = snapshot(&self.accounts);
-        all.extend(snapshot(&self.settings));
-        all
-    }
-}
-
-async fn health(router: &str) -> bool {
-    let http = reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .expect("client");
-    let answer = http.get(format!("{router}/health")).send().await;
-    answer.is_ok_and(|r| r.status().is_success())
-}
-
-async fn exited(
-    app: &mut std::process::Child,
-    within: Duration,
-) -> Option<std::process::ExitStatus> {
-    let tries = within.as_millis() / 100;
-    for _ in 0..tries {
-        if let Ok(Some(status)) = app.try_wait() {
-            return Some(status);
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    None
 }
 
 #[tokio::test]
@@ -424,7 +172,7 @@ async fn package_the_deb_upgrades_starts_from_its_launcher_and_is_removed_keepin
     let before = user.snapshot();
 
     // 2. The upgrade asks the running app to quit and keeps the accounts and settings.
-    let said = apt_install(&root, &packages.deb, &[]);
+    let said = apt_install(&root, &packages.deb);
     assert_eq!(installed_version(&root).as_deref(), Some(VERSION), "{said}");
     let pid = old.id();
     assert!(
@@ -502,7 +250,7 @@ async fn package_the_deb_upgrades_starts_from_its_launcher_and_is_removed_keepin
     // running app alone.
     let program = root.join("usr/bin/codex-app-account-router");
     let inode = std::fs::metadata(&program).expect("installed").ino();
-    let said = apt_install(&root, &packages.deb, &[]);
+    let said = apt_install(&root, &packages.deb);
     assert!(said.contains("is already the newest version"), "{said}");
     assert_eq!(
         std::fs::metadata(&program).expect("installed").ino(),
@@ -599,66 +347,10 @@ async fn package_the_deb_upgrades_starts_from_its_launcher_and_is_removed_keepin
 
     // The user quits later: a clean exit.
     let pid = tray.app.id().to_string();
-    run_ok("kill", &["-TERM", &pid]);
+    stdout("kill", &["-TERM", &pid]);
     let status = exited(&mut tray.app, Duration::from_secs(10)).await;
     assert!(
         status.is_some_and(|s| s.success()),
         "a clean exit after SIGTERM: {status:?}"
     );
-}
-
-/// A session bus for the desktop user inside the root, as a desktop session has: the app's
-/// single instance and notifications go through it.
-struct SessionBus {
-    daemon: std::process::Child,
-    address: String,
-}
-
-impl SessionBus {
-    async fn start(root: &Path, env: &[(String, String)]) -> SessionBus {
-        let socket = format!("/tmp/cma-package-test-bus-{}", std::process::id());
-        let _ = std::fs::remove_file(root.join(&socket[1..]));
-        let address = format!("unix:path={socket}");
-        let daemon = as_user(
-            root,
-            env,
-            &["dbus-daemon", "--session", "--nofork", "--nosyslog"],
-        )
-        .arg(format!("--address={address}"))
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("dbus-daemon starts in the root");
-        let bus = SessionBus { daemon, address };
-        wait_for("the session bus", || {
-            root.join(&socket[1..]).exists().then_some(())
-        })
-        .await;
-        bus
-    }
-}
-
-impl Drop for SessionBus {
-    fn drop(&mut self) {
-        let _ = self.daemon.kill();
-        let _ = self.daemon.wait();
-    }
-}
-
-fn run_text(program: &str, args: &[&str]) -> String {
-    let out = output(program, args);
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-async fn wait_for_health(router: &str) {
-    for _ in 0..100 {
-        if health(router).await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("the installed app's router did not answer /health at {router} within 10 s");
-}
-
-fn run_ok(program: &str, args: &[&str]) {
-    stdout(program, args);
 }
