@@ -150,17 +150,8 @@ async fn preopen(state: &ProxyState, headers: &HeaderMap, identity: &RequestIden
     let Some(account) = next_account(state, forced, identity, ALL_MODELS, &HashSet::new()) else {
         return Preopened::Later;
     };
-    let bound = identity
-        .session
-        .as_deref()
-        .and_then(|s| routing.bindings.session_account(s));
-    let turn_account = identity
-        .turn_state
-        .as_deref()
-        .and_then(|t| routing.bindings.turn_account(t));
     // Chosen exactly as the first request's failover chooses, so that it finds this socket.
-    let keep_turn_state = bound.as_deref().is_none_or(|b| b == account)
-        && turn_account.as_deref().is_none_or(|t| t == account);
+    let keep_turn_state = failover::Holders::read(state, identity).keep_turn_state(&account);
     match handshake::connect_as(state, headers, &account, keep_turn_state).await {
         Ok(link) => Preopened::Ready(Box::new(Ready {
             link,

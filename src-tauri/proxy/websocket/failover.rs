@@ -19,6 +19,31 @@ use super::session::{Flow, Session};
 use crate::accounts::now_ms;
 use crate::routing::{availability, Availability, RequestIdentity};
 
+/// Where a session was before this socket: the account it is bound to and the one that
+/// issued its turn state. Read by the first request's failover, and at the handshake to open
+/// the socket that failover will then find.
+pub(super) struct Holders {
+    pub bound: Option<String>,
+    pub turn: Option<String>,
+}
+
+impl Holders {
+    pub(super) fn read(state: &ProxyState, identity: &RequestIdentity) -> Holders {
+        let bindings = &state.routing().bindings;
+        Holders {
+            bound: (identity.session.as_deref()).and_then(|s| bindings.session_account(s)),
+            turn: (identity.turn_state.as_deref()).and_then(|t| bindings.turn_account(t)),
+        }
+    }
+
+    /// Whether the client's turn state goes along to `account`: only when the session stays
+    /// on the account that issued it.
+    pub(super) fn keep_turn_state(&self, account: &str) -> bool {
+        self.bound.as_deref().is_none_or(|b| b == account)
+            && self.turn.as_deref().is_none_or(|t| t == account)
+    }
+}
+
 impl Session {
     /// The first request of the socket: try accounts until one serves, as on HTTP.
     pub(super) async fn open(
@@ -31,17 +56,13 @@ impl Session {
         let state = self.state.clone();
         let routing = state.routing();
         routing.pool.sync_from_disk();
-        let turn_account = identity
-            .turn_state
-            .as_deref()
-            .and_then(|t| routing.bindings.turn_account(t));
+        let holders = Holders::read(&state, identity);
         let forced = self
             .headers
             .get(FORCE_HEADER)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
         let session = identity.session.as_deref();
-        let bound = session.and_then(|s| routing.bindings.session_account(s));
         let mut history = History::new(state.moves(), session, &frame);
         let mut healed = false;
         let mut tried = HashSet::new();
@@ -50,9 +71,8 @@ impl Session {
             tried.insert(account.clone());
             // A session leaving its account drops what only that account can read, and the
             // turn state that account issued.
-            let moving = bound.as_deref().filter(|b| *b != account);
-            let keep_turn_state =
-                moving.is_none() && turn_account.as_deref().is_none_or(|t| t == account);
+            let moving = holders.bound.as_deref().filter(|b| *b != account);
+            let keep_turn_state = holders.keep_turn_state(&account);
             let (sent, dropped) = history
                 .body_for(&account, moving)
                 .unwrap_or_else(|| (frame.clone(), 0));
