@@ -243,9 +243,11 @@ async fn a_login_on_a_full_disk_or_a_read_only_folder_fails_clearly_and_loses_no
     };
     c.fake
         .add_account(AccountSpec::new("c@example.com", "acct-c", "user-acct-c"));
-    let before = std::fs::read(c.path("openai-accounts.json")).expect("accounts file");
     for fault in [Fault::DiskFull, Fault::ReadOnly] {
         c.set(fault, true);
+        // Read with the fault on: the router may save a refresh between two rounds, but
+        // nothing can write while the fault holds, so any change would be the login's.
+        let before = std::fs::read(c.path("openai-accounts.json")).expect("accounts file");
         let (ok, stdout, stderr) = log_in(&c).await;
         println!("login under {fault:?}: {stderr}");
         assert!(!ok, "{stdout}");
