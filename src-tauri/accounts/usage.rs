@@ -1,7 +1,7 @@
 //! Usage and limit signals read from upstream answers: `x-codex-*` headers,
 //! `codex.rate_limits` events and `usage_limit_reached` bodies.
 
-use reqwest::header::HeaderMap;
+use reqwest::header::{HeaderMap, HeaderName};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -54,18 +54,15 @@ pub fn countdown(ms: i64) -> String {
 
 /// Reads `x-codex-{primary,secondary}-*` headers; `None` when there are none.
 pub fn from_headers(headers: &HeaderMap, now: i64) -> Option<Usage> {
-    let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let window = |which: &str| {
-        let used = get(&format!("x-codex-{which}-used-percent"))?
-            .trim()
-            .parse::<f64>()
-            .ok()?;
-        let minutes =
-            get(&format!("x-codex-{which}-window-minutes")).and_then(|v| v.trim().parse().ok());
-        let reset_at = get(&format!("x-codex-{which}-reset-at"))
+    let get = |name: &HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+    // Read on every answer: the names are made once, not formatted and parsed each time.
+    let window = |[used, minutes, reset_at, reset_after]: &[HeaderName; 4]| {
+        let used = get(used)?.trim().parse::<f64>().ok()?;
+        let minutes = get(minutes).and_then(|v| v.trim().parse().ok());
+        let reset_at = get(reset_at)
             .and_then(|v| v.trim().parse::<i64>().ok())
             .or_else(|| {
-                get(&format!("x-codex-{which}-reset-after-seconds"))
+                get(reset_after)
                     .and_then(|v| v.trim().parse::<f64>().ok())
                     .map(|s| now.saturating_add(s as i64))
             });
@@ -76,13 +73,27 @@ pub fn from_headers(headers: &HeaderMap, now: i64) -> Option<Usage> {
         })
     };
     let usage = Usage {
-        primary: window("primary"),
-        secondary: window("secondary"),
-        plan: get("x-codex-plan-type").map(str::to_string),
+        primary: window(&PRIMARY_HEADERS),
+        secondary: window(&SECONDARY_HEADERS),
+        plan: get(&PLAN_HEADER).map(str::to_string),
         updated_at: now,
     };
     (usage.primary.is_some() || usage.secondary.is_some()).then_some(usage)
 }
+
+const PRIMARY_HEADERS: [HeaderName; 4] = [
+    HeaderName::from_static("x-codex-primary-used-percent"),
+    HeaderName::from_static("x-codex-primary-window-minutes"),
+    HeaderName::from_static("x-codex-primary-reset-at"),
+    HeaderName::from_static("x-codex-primary-reset-after-seconds"),
+];
+const SECONDARY_HEADERS: [HeaderName; 4] = [
+    HeaderName::from_static("x-codex-secondary-used-percent"),
+    HeaderName::from_static("x-codex-secondary-window-minutes"),
+    HeaderName::from_static("x-codex-secondary-reset-at"),
+    HeaderName::from_static("x-codex-secondary-reset-after-seconds"),
+];
+const PLAN_HEADER: HeaderName = HeaderName::from_static("x-codex-plan-type");
 
 /// Reads a `codex.rate_limits` event (protocol §3.2).
 pub fn from_rate_limits_event(event: &Value, now: i64) -> Option<Usage> {

@@ -1,6 +1,8 @@
 //! Server-sent events seen on the way through: where an event ends, what its JSON says,
 //! and whether the first decisive event of a stream is a failure worth another account.
 
+use std::borrow::Cow;
+
 use serde_json::Value;
 
 use crate::accounts::usage;
@@ -19,23 +21,100 @@ pub fn event_end(buf: &[u8]) -> Option<usize> {
     None
 }
 
+/// Every byte of a stream passes here: a vectorised search, not a byte loop.
 fn memchr(needle: u8, hay: &[u8]) -> Option<usize> {
-    hay.iter().position(|&b| b == needle)
+    memchr::memchr(needle, hay)
 }
 
 /// The JSON of an event's `data:` lines; `None` for comments or non-JSON data.
 pub fn event_json(event: &[u8]) -> Option<Value> {
+    serde_json::from_str(&event_data(event)?).ok()
+}
+
+/// An event's `data:` lines joined by newlines: borrowed from the event when it has one
+/// (every event Codex's backend sends), `None` when it has none or is not UTF-8.
+fn event_data(event: &[u8]) -> Option<Cow<'_, str>> {
     let text = std::str::from_utf8(event).ok()?;
-    let mut data = String::new();
-    for line in text.lines() {
-        if let Some(rest) = line.strip_prefix("data:") {
-            if !data.is_empty() {
+    let mut lines = text
+        .lines()
+        .filter_map(|line| line.strip_prefix("data:"))
+        .map(|rest| rest.strip_prefix(' ').unwrap_or(rest));
+    let first = lines.next()?;
+    match lines.next() {
+        None => Some(Cow::Borrowed(first)),
+        Some(second) => {
+            let mut data = format!("{first}\n{second}");
+            for line in lines {
                 data.push('\n');
+                data.push_str(line);
             }
-            data.push_str(rest.strip_prefix(' ').unwrap_or(rest));
+            Some(Cow::Owned(data))
         }
     }
-    serde_json::from_str(&data).ok()
+}
+
+/// Only the `type` of an event's JSON; the rest is checked to be JSON and skipped.
+#[derive(serde::Deserialize)]
+struct TypeOnly<'a> {
+    #[serde(rename = "type", borrow, default)]
+    kind: Option<Cow<'a, str>>,
+}
+
+/// An event of a stream's opening, read only as far as the decision needs.
+#[derive(Debug, PartialEq)]
+pub enum OpeningEvent {
+    Decided(Opening),
+    /// A `codex.rate_limits` event: preamble, its figures worth reading (`event_json`) once
+    /// the first byte is on its way.
+    RateLimits,
+}
+
+/// `classify_opening(&event_json(event)?)`, without building the JSON of the events that
+/// only their type decides (all but failures): the opening is held back from Codex while it
+/// is read, so this is on the way to the first byte. `None` where `event_json` is `None`
+/// (for an event whose type leads, only where its type cannot be read).
+pub fn read_opening(event: &[u8], now_s: i64) -> Option<OpeningEvent> {
+    let data = event_data(event)?;
+    let kind = match leading_type(&data) {
+        // What the backend sends: the type first, the rest is not read at all.
+        Some(kind) => Some(Cow::Borrowed(kind)),
+        None => match serde_json::from_str::<TypeOnly>(&data) {
+            Ok(head) => head.kind,
+            // JSON that is not an object (or whose type is not a string) has no type.
+            Err(_) => {
+                serde_json::from_str::<serde::de::IgnoredAny>(&data).ok()?;
+                None
+            }
+        },
+    };
+    let whole = || serde_json::from_str::<Value>(&data).ok();
+    Some(match kind.as_deref().unwrap_or("") {
+        "codex.rate_limits" => OpeningEvent::RateLimits,
+        "response.failed" | "error" | "response.incomplete" => {
+            OpeningEvent::Decided(classify_opening(&whole()?, now_s))
+        }
+        other if is_preamble(other) => OpeningEvent::Decided(Opening::Preamble),
+        _ => OpeningEvent::Decided(Opening::Proceed),
+    })
+}
+
+/// The type of compact JSON that starts with it (`{"type":"response.created",…`), as every
+/// event of Codex's backend does; `None` for any other shape (then the JSON is read).
+fn leading_type(data: &str) -> Option<&str> {
+    let rest = data.strip_prefix(r#"{"type":""#)?;
+    let end = rest.find(['"', '\\'])?;
+    (rest.as_bytes()[end] == b'"').then(|| &rest[..end])
+}
+
+fn is_preamble(kind: &str) -> bool {
+    matches!(
+        kind,
+        "response.created"
+            | "response.in_progress"
+            | "codex.rate_limits"
+            | "codex.response.metadata"
+            | "response.metadata"
+    )
 }
 
 /// What the first events of a stream say.
@@ -54,11 +133,7 @@ pub enum Opening {
 pub fn classify_opening(event: &Value, now_s: i64) -> Opening {
     let kind = event.get("type").and_then(Value::as_str).unwrap_or("");
     match kind {
-        "response.created"
-        | "response.in_progress"
-        | "codex.rate_limits"
-        | "codex.response.metadata"
-        | "response.metadata" => Opening::Preamble,
+        kind if is_preamble(kind) => Opening::Preamble,
         "response.failed" | "error" | "response.incomplete" => {
             let error = event
                 .get("response")

@@ -201,6 +201,56 @@ proptest! {
         let _ = classify_opening(&event, now_s);
     }
 
+    /// Reading only the type of an opening event decides as reading all of it does, for any
+    /// type (known, unknown, missing, not a string), any body, in one `data:` line or several.
+    #[test]
+    fn reading_an_opening_events_type_decides_as_reading_all_of_it(
+        kind in prop_oneof![
+            Just(Value::from("response.failed")), Just(Value::from("error")),
+            Just(Value::from("response.created")), Just(Value::from("codex.rate_limits")),
+            Just(Value::from("response.output_text.delta")), Just(Value::Null),
+            json_value(),
+        ],
+        code in prop_oneof![Just("usage_limit_reached"), Just("server_is_overloaded"), Just("x")],
+        extra in json_value(),
+        split in any::<bool>(),
+        not_an_object in any::<bool>(),
+        type_first in any::<bool>(),
+        now_s in 0i64..4_102_444_800,
+    ) {
+        let error = serde_json::json!({"code": code});
+        let json = if not_an_object {
+            serde_json::json!([kind, extra])
+        } else {
+            serde_json::json!({"extra": extra, "type": kind, "error": error})
+        };
+        let text = serde_json::to_string_pretty(&json).unwrap();
+        let data = if split {
+            text.lines().map(|l| format!("data: {l}\n")).collect::<String>()
+        } else if type_first && !not_an_object {
+            // The backend's shape, which is read from its start: the type leads.
+            let fields = format!(
+                r#"{{"type":{},"extra":{},"error":{}}}"#,
+                serde_json::to_string(&json["type"]).unwrap(),
+                serde_json::to_string(&json["extra"]).unwrap(),
+                serde_json::to_string(&json["error"]).unwrap(),
+            );
+            format!("data: {fields}\n")
+        } else {
+            format!("data: {}\n", serde_json::to_string(&json).unwrap())
+        };
+        let event = format!("event: x\n{data}\n");
+        let full = event_json(event.as_bytes()).map(|json| {
+            let opening = classify_opening(&json, now_s);
+            if json.get("type").and_then(Value::as_str) == Some("codex.rate_limits") {
+                OpeningEvent::RateLimits
+            } else {
+                OpeningEvent::Decided(opening)
+            }
+        });
+        prop_assert_eq!(read_opening(event.as_bytes(), now_s), full);
+    }
+
     /// A `codex.rate_limits` event (read from the stream's preamble) with any reset figure:
     /// read without panicking.
     #[test]

@@ -10,7 +10,7 @@ use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use serde_json::Value;
 
-use super::sse::{self, Opening};
+use super::sse::{self, Opening, OpeningEvent};
 use crate::accounts::{deactivation_code, usage, Credentials, Pool};
 
 /// Headers that belong to one hop, or to the client's identity with us, never forwarded.
@@ -116,11 +116,13 @@ pub async fn send(
     {
         headers.insert(HeaderName::from_static("chatgpt-account-id"), id);
     }
-    let request = http
-        .request(out.method.clone(), &out.url)
-        .headers(headers)
-        .body(out.body.clone())
-        .send();
+    let request = match parsed_url(&out.url) {
+        Some(url) => http.request(out.method.clone(), url),
+        None => http.request(out.method.clone(), &out.url),
+    }
+    .headers(headers)
+    .body(out.body.clone())
+    .send();
     match tokio::time::timeout(timeout, request).await {
         Err(_) => Err(Failure::Transient {
             reason: format!("no answer within {} ms", timeout.as_millis()),
@@ -134,6 +136,29 @@ pub async fn send(
         }),
         Ok(Ok(response)) => Ok(response),
     }
+}
+
+thread_local! {
+    /// The last upstream URL parsed on this thread, with its text.
+    static LAST_URL: std::cell::RefCell<Option<(String, reqwest::Url)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// `url` parsed; nearly every request goes to the same one, so it is parsed once per thread
+/// and cloned after (a parse costs as much as the rest of building the request). `None` for
+/// a URL that does not parse, which reqwest then reports.
+fn parsed_url(url: &str) -> Option<reqwest::Url> {
+    LAST_URL.with(|last| {
+        let mut last = last.borrow_mut();
+        if let Some((text, parsed)) = last.as_ref() {
+            if text == url {
+                return Some(parsed.clone());
+            }
+        }
+        let parsed = reqwest::Url::parse(url).ok()?;
+        *last = Some((url.to_string(), parsed.clone()));
+        Some(parsed)
+    })
 }
 
 /// Reads a 401's body for a deactivation, which no token refresh can help: then none is
@@ -262,6 +287,14 @@ async fn open_stream(
     let mut upstream = response.bytes_stream();
     let mut held = BytesMut::new();
     let mut scanned = 0;
+    // Where the preamble's rate limits are in `held`: read after the first byte is sent, or
+    // when the stream fails here.
+    let mut limits = Vec::new();
+    let record_limits = |held: &[u8], limits: &[std::ops::Range<usize>]| {
+        for range in limits {
+            record_event_limits(pool, account, &held[range.clone()], now_s);
+        }
+    };
     let transient = |reason: &str| {
         Answer::Fail(Failure::Transient {
             reason: reason.to_string(),
@@ -282,28 +315,38 @@ async fn open_stream(
             },
         };
         let chunk = match read {
-            Err(_) => return transient("the stream stalled before its first output"),
-            Ok(None) => return transient("the stream ended before its first output"),
-            Ok(Some(Err(e))) => return transient(&format!("the stream broke: {}", describe(&e))),
             Ok(Some(Ok(chunk))) => chunk,
+            failed => {
+                record_limits(&held, &limits);
+                return transient(&match failed {
+                    Err(_) => "the stream stalled before its first output".to_string(),
+                    Ok(Some(Err(e))) => format!("the stream broke: {}", describe(&e)),
+                    _ => "the stream ended before its first output".to_string(),
+                });
+            }
         };
         held.extend_from_slice(&chunk);
         if hold_ends.is_none() && !held.is_empty() {
             hold_ends = Some(tokio::time::Instant::now() + MAX_HOLD.min(first_byte));
         }
         while let Some(end) = sse::event_end(&held[scanned..]) {
-            let event = &held[scanned..scanned + end];
+            let event = scanned..scanned + end;
             scanned += end;
-            let Some(json) = sse::event_json(event) else {
+            let Some(read) = sse::read_opening(&held[event.clone()], now_s) else {
                 continue;
             };
-            match sse::classify_opening(&json, now_s) {
-                Opening::Preamble => record_rate_limits(pool, account, &json, now_s),
-                Opening::Proceed => break 'read,
-                Opening::Limited { code, reset } => {
-                    return Answer::Fail(Failure::Limited { code, reset })
+            match read {
+                OpeningEvent::RateLimits => limits.push(event),
+                OpeningEvent::Decided(Opening::Preamble) => {}
+                OpeningEvent::Decided(Opening::Proceed) => break 'read,
+                OpeningEvent::Decided(Opening::Limited { code, reset }) => {
+                    record_limits(&held, &limits);
+                    return Answer::Fail(Failure::Limited { code, reset });
                 }
-                Opening::Overloaded { code } => return transient(&format!("overloaded ({code})")),
+                OpeningEvent::Decided(Opening::Overloaded { code }) => {
+                    record_limits(&held, &limits);
+                    return transient(&format!("overloaded ({code})"));
+                }
             }
         }
         if held.len() > MAX_HELD_BYTES {
@@ -311,13 +354,22 @@ async fn open_stream(
         }
     }
     let pending = held[scanned..].to_vec();
+    let held = held.freeze();
     let scanner = Scanner {
         pool: pool.clone(),
         account: account.to_string(),
         pending,
+        preamble_limits: limits.into_iter().map(|r| held.slice(r)).collect(),
     };
-    let body = stream_body(held.freeze(), upstream, scanner, idle);
+    let body = stream_body(held, upstream, scanner, idle);
     Answer::Serve(build_response(status, &headers, body))
+}
+
+/// Records the figures of one `codex.rate_limits` event's bytes.
+fn record_event_limits(pool: &Pool, account: &str, event: &[u8], now_s: i64) {
+    if let Some(json) = sse::event_json(event) {
+        record_rate_limits(pool, account, &json, now_s);
+    }
 }
 
 pub(super) fn record_rate_limits(pool: &Pool, account: &str, json: &Value, now_s: i64) {
@@ -333,29 +385,64 @@ struct Scanner {
     pool: Pool,
     account: String,
     pending: Vec<u8>,
+    /// The opening's rate-limit events, read on the first chunk after it (or at the end).
+    preamble_limits: Vec<Bytes>,
+}
+
+impl Drop for Scanner {
+    fn drop(&mut self) {
+        self.record_preamble_limits();
+    }
 }
 
 impl Scanner {
-    fn observe(&mut self, chunk: &[u8]) {
-        self.pending.extend_from_slice(chunk);
-        let mut start = 0;
-        while let Some(end) = sse::event_end(&self.pending[start..]) {
-            let event = &self.pending[start..start + end];
-            // The type leads every event Codex's backend sends; only the head is looked at.
-            let head = &event[..event.len().min(160)];
-            if head.windows(17).any(|w| w == b"codex.rate_limits") {
-                if let Some(json) = sse::event_json(event) {
-                    let now = crate::accounts::now_ms() / 1000;
-                    record_rate_limits(&self.pool, &self.account, &json, now);
-                }
-            }
-            start += end;
+    fn record_preamble_limits(&mut self) {
+        let now = crate::accounts::now_ms() / 1000;
+        for event in std::mem::take(&mut self.preamble_limits) {
+            record_event_limits(&self.pool, &self.account, &event, now);
         }
-        self.pending.drain(..start);
+    }
+
+    fn observe(&mut self, chunk: &[u8]) {
+        self.record_preamble_limits();
+        // A chunk of whole events (what the backend sends) is read where it is; only a
+        // piece of an event waits in `pending` for the rest.
+        if self.pending.is_empty() {
+            let used = self.scan(chunk);
+            self.pending.extend_from_slice(&chunk[used..]);
+        } else {
+            let mut pending = std::mem::take(&mut self.pending);
+            pending.extend_from_slice(chunk);
+            let used = self.scan(&pending);
+            pending.drain(..used);
+            self.pending = pending;
+        }
         if self.pending.len() > 8 * MAX_HELD_BYTES {
             self.pending.clear();
         }
     }
+
+    /// Records the rate limits of the whole events in `bytes`; returns how many bytes they
+    /// took.
+    fn scan(&self, bytes: &[u8]) -> usize {
+        let mut start = 0;
+        while let Some(end) = sse::event_end(&bytes[start..]) {
+            let event = &bytes[start..start + end];
+            if names_rate_limits(event) {
+                let now = crate::accounts::now_ms() / 1000;
+                record_event_limits(&self.pool, &self.account, event, now);
+            }
+            start += end;
+        }
+        start
+    }
+}
+
+/// Whether `codex.rate_limits` is in the head of `event`: the type leads every event
+/// Codex's backend sends, so only the head is looked at.
+fn names_rate_limits(event: &[u8]) -> bool {
+    const NAME: &[u8] = b"codex.rate_limits";
+    memchr::memmem::find(&event[..event.len().min(160)], NAME).is_some()
 }
 
 fn stream_body(

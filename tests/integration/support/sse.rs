@@ -240,7 +240,21 @@ pub(super) fn error_event(code: &str) -> Value {
 
 fn frame(event: &Value) -> Bytes {
     let kind = event["type"].as_str().unwrap_or("message");
-    Bytes::from(format!("event: {kind}\ndata: {event}\n\n"))
+    Bytes::from(format!("event: {kind}\ndata: {}\n\n", type_first(event)))
+}
+
+/// The event's JSON with `type` as its first field, as the backend writes every event
+/// (codex-capture §5.1); `json!` would sort the fields.
+fn type_first(event: &Value) -> String {
+    let Some(fields) = event.as_object().filter(|f| f.contains_key("type")) else {
+        return event.to_string();
+    };
+    let mut out = format!("{{\"type\":{}", fields["type"]);
+    for (name, value) in fields.iter().filter(|(name, _)| *name != "type") {
+        out.push_str(&format!(",{}:{value}", Value::from(name.as_str())));
+    }
+    out.push('}');
+    out
 }
 
 /// Plays `steps` as a streaming body on `connection`.
