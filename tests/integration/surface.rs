@@ -343,7 +343,7 @@ async fn what_a_newer_codex_or_backend_sends_passes_through_unchanged() {
     assert_eq!(response.status(), 200);
     let body = response.text().await.expect("body");
     // An event type no Codex knows yet reaches the client in place, byte for byte.
-    let unfamiliar = r#"{"from":"a newer backend","type":"codex.unfamiliar_event"}"#;
+    let unfamiliar = r#"{"type":"codex.unfamiliar_event","from":"a newer backend"}"#;
     let at = body
         .find("codex.unfamiliar_event")
         .expect("the unfamiliar event");
