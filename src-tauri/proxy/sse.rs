@@ -21,6 +21,52 @@ pub fn event_end(buf: &[u8]) -> Option<usize> {
     None
 }
 
+/// Cuts a stream fed chunk by chunk into whole events. A chunk of whole events (what the
+/// backend sends) is read where it is; only a piece of an event waits for the rest.
+#[derive(Default)]
+pub struct Splitter {
+    pending: Vec<u8>,
+}
+
+impl Splitter {
+    /// A splitter that already holds `pending`, the start of a stream's next event.
+    pub fn with_pending(pending: Vec<u8>) -> Splitter {
+        Splitter { pending }
+    }
+
+    /// Calls `each` with every event that `chunk` completes, in order.
+    pub fn feed(&mut self, chunk: &[u8], mut each: impl FnMut(&[u8])) {
+        if self.pending.is_empty() {
+            let used = whole_events(chunk, &mut each);
+            self.pending.extend_from_slice(&chunk[used..]);
+        } else {
+            self.pending.extend_from_slice(chunk);
+            let used = whole_events(&self.pending, &mut each);
+            self.pending.drain(..used);
+        }
+    }
+
+    /// The bytes of the event not yet complete.
+    pub fn pending(&self) -> &[u8] {
+        &self.pending
+    }
+
+    /// Forgets the incomplete event (one that never ends would grow without bound).
+    pub fn clear(&mut self) {
+        self.pending.clear();
+    }
+}
+
+/// Calls `each` with the whole events at the start of `bytes`; returns the bytes they took.
+fn whole_events(bytes: &[u8], each: &mut impl FnMut(&[u8])) -> usize {
+    let mut start = 0;
+    while let Some(end) = event_end(&bytes[start..]) {
+        each(&bytes[start..start + end]);
+        start += end;
+    }
+    start
+}
+
 /// Every byte of a stream passes here: a vectorised search, not a byte loop.
 fn memchr(needle: u8, hay: &[u8]) -> Option<usize> {
     memchr::memchr(needle, hay)

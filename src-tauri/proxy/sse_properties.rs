@@ -6,21 +6,15 @@ use serde_json::Value;
 
 use super::*;
 
-/// Splits a stream fed chunk by chunk, the way `upstream.rs` does: bytes are appended and
-/// every complete event is taken off the front. Returns the events and what is left over.
+/// Splits a stream fed chunk by chunk with the `Splitter` the stream's watcher uses. Returns
+/// the events and what is left over.
 fn split_in_chunks<'a>(chunks: impl IntoIterator<Item = &'a [u8]>) -> (Vec<Vec<u8>>, Vec<u8>) {
-    let mut pending = Vec::new();
+    let mut splitter = Splitter::default();
     let mut events = Vec::new();
     for chunk in chunks {
-        pending.extend_from_slice(chunk);
-        let mut start = 0;
-        while let Some(end) = event_end(&pending[start..]) {
-            events.push(pending[start..start + end].to_vec());
-            start += end;
-        }
-        pending.drain(..start);
+        splitter.feed(chunk, |event| events.push(event.to_vec()));
     }
-    (events, pending)
+    (events, splitter.pending().to_vec())
 }
 
 /// Cuts `bytes` at the given offsets (taken modulo its length, in any order).

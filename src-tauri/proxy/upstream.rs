@@ -353,12 +353,12 @@ async fn open_stream(
             break;
         }
     }
-    let pending = held[scanned..].to_vec();
+    let events = sse::Splitter::with_pending(held[scanned..].to_vec());
     let held = held.freeze();
     let scanner = Scanner {
         pool: pool.clone(),
         account: account.to_string(),
-        pending,
+        events,
         preamble_limits: limits.into_iter().map(|r| held.slice(r)).collect(),
     };
     let body = stream_body(held, upstream, scanner, idle);
@@ -384,7 +384,7 @@ pub(super) fn record_rate_limits(pool: &Pool, account: &str, json: &Value, now_s
 struct Scanner {
     pool: Pool,
     account: String,
-    pending: Vec<u8>,
+    events: sse::Splitter,
     /// The opening's rate-limit events, read on the first chunk after it (or at the end).
     preamble_limits: Vec<Bytes>,
 }
@@ -405,36 +405,16 @@ impl Scanner {
 
     fn observe(&mut self, chunk: &[u8]) {
         self.record_preamble_limits();
-        // A chunk of whole events (what the backend sends) is read where it is; only a
-        // piece of an event waits in `pending` for the rest.
-        if self.pending.is_empty() {
-            let used = self.scan(chunk);
-            self.pending.extend_from_slice(&chunk[used..]);
-        } else {
-            let mut pending = std::mem::take(&mut self.pending);
-            pending.extend_from_slice(chunk);
-            let used = self.scan(&pending);
-            pending.drain(..used);
-            self.pending = pending;
-        }
-        if self.pending.len() > 8 * MAX_HELD_BYTES {
-            self.pending.clear();
-        }
-    }
-
-    /// Records the rate limits of the whole events in `bytes`; returns how many bytes they
-    /// took.
-    fn scan(&self, bytes: &[u8]) -> usize {
-        let mut start = 0;
-        while let Some(end) = sse::event_end(&bytes[start..]) {
-            let event = &bytes[start..start + end];
+        let (pool, account) = (&self.pool, &self.account);
+        self.events.feed(chunk, |event| {
             if names_rate_limits(event) {
                 let now = crate::accounts::now_ms() / 1000;
-                record_event_limits(&self.pool, &self.account, event, now);
+                record_event_limits(pool, account, event, now);
             }
-            start += end;
+        });
+        if self.events.pending().len() > 8 * MAX_HELD_BYTES {
+            self.events.clear();
         }
-        start
     }
 }
 
