@@ -72,8 +72,8 @@ async fn concurrent_first_requests_of_one_session_land_on_one_account() {
 #[tokio::test]
 async fn hybrid_prefers_the_account_with_most_headroom() {
     let mut h = Harness::start_with(&[A, B, C], &[("CODEX_PROXY_STRATEGY", "hybrid")]).await;
-    // The usage poll at start runs beside the first request (the router serves on threads
-    // of its own) and may win: this router learns usage from answers only, as the test means.
+    // The usage poll at start runs beside the first request and may win (seen once in a
+    // clean-clone run): this router learns usage from answers only, as the test means.
     let no_usage = format!("{}/not-served", h.fake.usage_url);
     h.vars.insert("CODEX_PROXY_USAGE_URL".to_string(), no_usage);
     h.restart().await;
