@@ -167,6 +167,9 @@ struct PoolInner {
     flights: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Epoch ms of the last attempt to save tokens the store refused, to space them out.
     last_save_retry: Mutex<i64>,
+    /// The runtime the pool was opened on, which outlives the router's lanes: token
+    /// refreshes run there, so stopping the router never cuts one after its token was sent.
+    home: Option<tokio::runtime::Handle>,
 }
 
 /// The shared pool; clones are cheap handles to the same accounts.
@@ -202,6 +205,7 @@ impl Pool {
                 state: Mutex::new(state),
                 flights: Mutex::new(HashMap::new()),
                 last_save_retry: Mutex::new(0),
+                home: tokio::runtime::Handle::try_current().ok(),
             }),
         })
     }

@@ -27,8 +27,12 @@ impl Pool {
     ) -> Result<Credentials, AccountsError> {
         let pool = self.clone();
         let key = key.to_string();
-        tokio::spawn(async move { pool.refresh_detached(&key, now_ms, stale_generation).await })
-            .await
+        let refresh = async move { pool.refresh_detached(&key, now_ms, stale_generation).await };
+        let task = match &self.inner.home {
+            Some(home) => home.spawn(refresh),
+            None => tokio::spawn(refresh),
+        };
+        task.await
             .map_err(|e| AccountsError::RefreshTask(e.to_string()))?
     }
 

@@ -143,6 +143,10 @@ pub async fn start_router(settings: Settings) -> Result<RunningRouter, AppError>
     })?;
     let usage_url = settings.usage_url.clone();
     let state = ProxyState::new(settings, addr, routing, http);
+    let clients = (0..proxy::lanes_for_machine())
+        .map(|_| http_client())
+        .collect::<Result<Vec<_>, _>>()?;
+    let lanes = proxy::Lanes::start(clients).map_err(|e| AppError::Internal(e.to_string()))?;
     // Usage is polled once at start and then rarely: the answers themselves keep it current.
     let announce = state.clone();
     let poller = tokio::spawn(pool_for_poll.poll_usage_forever(
@@ -169,7 +173,14 @@ pub async fn start_router(settings: Settings) -> Result<RunningRouter, AppError>
         let stopped = async move {
             let _ = stop.wait_for(|stopped| *stopped).await;
         };
-        proxy::serve(listener, app, proxy::ListenerLimits::default(), stopped).await;
+        proxy::serve(
+            listener,
+            app,
+            proxy::ListenerLimits::default(),
+            lanes,
+            stopped,
+        )
+        .await;
         saver.abort();
         poller.abort();
         let _ =

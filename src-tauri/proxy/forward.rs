@@ -277,7 +277,7 @@ async fn attempt(
         Ok(c) => c,
         Err(e) => return Answer::Fail(credential_failure(e)),
     };
-    let http = state.http();
+    let http = &state.http();
     let mut response =
         match upstream::send(http, out, &credentials, keep_turn_state, timeouts.0).await {
             Ok(r) => r,

@@ -18,6 +18,8 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
+use super::lanes::Lanes;
+
 /// What one listener allows; `Default` is what the router runs with.
 #[derive(Clone, Copy, Debug)]
 pub struct ListenerLimits {
@@ -58,11 +60,13 @@ pub struct ConnectionSlot(
     #[expect(dead_code, reason = "held for its Drop")] Arc<OwnedSemaphorePermit>,
 );
 
-/// Serves `app` on `listener` until `shutdown` resolves, then lets open requests finish.
+/// Serves `app` on `listener`, each connection on one of `lanes`, until `shutdown`
+/// resolves; then lets open requests finish and stops the lanes.
 pub async fn serve(
     listener: TcpListener,
     app: axum::Router,
     limits: ListenerLimits,
+    lanes: Lanes,
     shutdown: impl Future<Output = ()> + Send,
 ) {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
@@ -98,12 +102,13 @@ pub async fn serve(
             closing: closing_rx.clone(),
             _open: open_rx.clone(),
         };
-        tokio::spawn(connection.run(tcp));
+        lanes.spawn(tcp, move |tcp| connection.run(tcp));
     }
     drop(listener);
     drop(open_rx);
     let _ = closing.send(true);
     open.closed().await;
+    drop(lanes);
 }
 
 /// Errors of one connection are retried at once; others (out of descriptors) after a pause,

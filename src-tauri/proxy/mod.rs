@@ -5,6 +5,7 @@ mod encoding;
 mod error;
 mod forward;
 mod gate;
+mod lanes;
 mod listener;
 pub mod moves;
 mod pooled;
@@ -26,6 +27,7 @@ use futures_util::StreamExt;
 
 pub use error::ProxyError;
 pub use forward::{FORCE_HEADER, SERVED_BY_HEADER};
+pub use lanes::{count_for_machine as lanes_for_machine, LaneError, Lanes};
 pub use listener::{serve, ListenerLimits};
 pub use status::{snapshot, AccountStatus, RouterStatus, SERVICE_NAME};
 
@@ -138,8 +140,9 @@ impl ProxyState {
         &self.inner.pooled
     }
 
-    fn http(&self) -> &reqwest::Client {
-        &self.inner.http
+    /// The upstream client: the lane's own on a lane (see `lanes`), else the shared one.
+    fn http(&self) -> reqwest::Client {
+        lanes::client().unwrap_or_else(|| self.inner.http.clone())
     }
 }
 
