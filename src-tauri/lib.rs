@@ -10,6 +10,7 @@ pub mod cli;
 pub mod codex_config;
 #[cfg(feature = "desktop")]
 pub mod desktop;
+pub mod history;
 pub mod oauth;
 pub mod paths;
 #[cfg(test)]

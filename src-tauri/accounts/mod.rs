@@ -167,10 +167,15 @@ struct PoolInner {
     flights: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Epoch ms of the last attempt to save tokens the store refused, to space them out.
     last_save_retry: Mutex<i64>,
+    /// Told of every usage reading that changes an account's figures (the history).
+    usage_observer: Mutex<Option<UsageObserver>>,
     /// The runtime the pool was opened on, which outlives the router's lanes: token
     /// refreshes run there, so stopping the router never cuts one after its token was sent.
     home: Option<tokio::runtime::Handle>,
 }
+
+/// Called with an account's display name and a usage reading that changed its figures.
+pub type UsageObserver = Arc<dyn Fn(&str, &Usage) + Send + Sync>;
 
 /// The shared pool; clones are cheap handles to the same accounts.
 #[derive(Clone)]
@@ -205,6 +210,7 @@ impl Pool {
                 state: Mutex::new(state),
                 flights: Mutex::new(HashMap::new()),
                 last_save_retry: Mutex::new(0),
+                usage_observer: Mutex::new(None),
                 home: tokio::runtime::Handle::try_current().ok(),
             }),
         })
@@ -346,9 +352,28 @@ impl Pool {
     }
 
     /// Records usage learned from an answer.
+    /// Tells `observer` of every usage reading that changes an account's figures.
+    pub fn observe_usage(&self, observer: UsageObserver) {
+        *self
+            .inner
+            .usage_observer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(observer);
+    }
+
     pub fn record_usage(&self, key: &str, usage: Usage) {
+        let observer = self
+            .inner
+            .usage_observer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let mut observed = None;
         let mut state = self.state();
         if let Some(a) = state.accounts.iter_mut().find(|a| a.key == key) {
+            if observer.is_some() && usage::changes(a.usage.as_ref(), &usage) {
+                observed = Some((a.record.display_name(), usage.clone()));
+            }
             if usage.plan.is_some() {
                 a.record.plan_type = usage.plan.clone();
             }
@@ -362,6 +387,10 @@ impl Pool {
                 }
             }
             a.usage = Some(usage);
+        }
+        drop(state);
+        if let (Some(observer), Some((name, usage))) = (observer, observed) {
+            observer(&name, &usage);
         }
     }
 

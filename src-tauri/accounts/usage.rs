@@ -81,6 +81,18 @@ pub fn from_headers(headers: &HeaderMap, now: i64) -> Option<Usage> {
     (usage.primary.is_some() || usage.secondary.is_some()).then_some(usage)
 }
 
+/// Whether `next` is worth keeping in the history after `previous`: a window's figure or
+/// reset changed, or the last reading is ten minutes old (so a quiet stretch still has points).
+pub fn changes(previous: Option<&Usage>, next: &Usage) -> bool {
+    let Some(previous) = previous else {
+        return true;
+    };
+    let figures = |w: &Option<Window>| w.as_ref().map(|w| (w.used_percent, w.resets_at));
+    figures(&previous.primary) != figures(&next.primary)
+        || figures(&previous.secondary) != figures(&next.secondary)
+        || next.updated_at - previous.updated_at >= 600
+}
+
 const PRIMARY_HEADERS: [HeaderName; 4] = [
     HeaderName::from_static("x-codex-primary-used-percent"),
     HeaderName::from_static("x-codex-primary-window-minutes"),

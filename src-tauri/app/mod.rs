@@ -32,6 +32,7 @@ pub use settings::{
 };
 
 use crate::accounts::{now_ms, Pool};
+use crate::history;
 use crate::proxy::{self, ProxyState, RouterStatus};
 use crate::routing::{Bindings, Routing};
 use crate::settings::{Settings, TokenStore};
@@ -142,7 +143,8 @@ pub async fn start_router(settings: Settings) -> Result<RunningRouter, AppError>
         source,
     })?;
     let usage_url = settings.usage_url.clone();
-    let state = ProxyState::new(settings, addr, routing, http);
+    let history = start_history(&settings, &pool_for_poll).await;
+    let state = ProxyState::new(settings, addr, routing, http, history);
     let clients = (0..proxy::lanes_for_machine())
         .map(|_| http_client())
         .collect::<Result<Vec<_>, _>>()?;
@@ -194,6 +196,62 @@ pub async fn start_router(settings: Settings) -> Result<RunningRouter, AppError>
         shutdown,
         task,
     })
+}
+
+/// The usage history beside the accounts file, fed by every usage reading that changes an
+/// account's figures. `None` (with a warning) when it cannot be opened: routing goes on.
+async fn start_history(settings: &Settings, pool: &Pool) -> Option<history::Recorder> {
+    let path = settings
+        .paths
+        .accounts_file
+        .with_file_name(history::FILE_NAME);
+    let opening = path.clone();
+    let opened = tokio::task::spawn_blocking(move || {
+        let (history, opened) = history::History::open(&opening, now_ms())?;
+        Ok::<_, history::HistoryError>((history::Recorder::start(history, now_ms), opened))
+    })
+    .await;
+    let recorder = match opened {
+        Ok(Ok((Ok(recorder), opened))) => {
+            if let history::Opened::MovedAside { reason, to } = opened {
+                tracing::warn!(
+                    "the usage history {} could not be used: {reason}; it was moved to {} and a new one started",
+                    path.display(),
+                    to.display()
+                );
+            }
+            recorder
+        }
+        Ok(Ok((Err(e), _))) => {
+            tracing::warn!("the usage history is not recorded: cannot start its writer: {e}");
+            return None;
+        }
+        Ok(Err(e)) => {
+            tracing::warn!("the usage history is not recorded: {e}");
+            return None;
+        }
+        Err(e) => {
+            tracing::warn!("the usage history is not recorded: {e}");
+            return None;
+        }
+    };
+    let sink = recorder.clone();
+    pool.observe_usage(std::sync::Arc::new(move |account, usage| {
+        let windows = [("primary", &usage.primary), ("secondary", &usage.secondary)];
+        for (window, reading) in windows {
+            if let Some(w) = reading {
+                sink.record(history::Entry::Usage(history::UsageReading {
+                    at: usage.updated_at * 1000,
+                    account: account.to_string(),
+                    window,
+                    used_percent: w.used_percent,
+                    window_minutes: w.window_minutes,
+                    resets_at: w.resets_at,
+                }));
+            }
+        }
+    }));
+    Some(recorder)
 }
 
 async fn bind(settings: &Settings) -> Result<tokio::net::TcpListener, AppError> {

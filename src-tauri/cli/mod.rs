@@ -2,6 +2,7 @@
 //! `--json` for scripts, a non-zero exit code on failure.
 
 mod doctor;
+mod history;
 mod login;
 mod operator;
 mod output;
@@ -139,6 +140,17 @@ enum Command {
         #[arg(long, global = true)]
         json: bool,
     },
+    /// The usage history: each account's requests, tokens and highest usage per day.
+    History {
+        /// Only this account (its email, or the name it is shown by).
+        #[arg(long)]
+        account: Option<String>,
+        /// How many days back, today included (1 to 90).
+        #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..=90))]
+        days: u32,
+        #[arg(long)]
+        json: bool,
+    },
     /// Forget every account on this machine.
     Logout {
         /// Confirm; without it nothing is removed.
@@ -210,6 +222,11 @@ async fn run(command: Command, env: &dyn Fn(&str) -> Option<String>) -> Result<(
     match command {
         Command::Start => start(settings).await,
         Command::Status { json } => status(&settings, json).await,
+        Command::History {
+            account,
+            days,
+            json,
+        } => history::run(&settings, account, days, json).await,
         Command::Accounts { json } => accounts(&settings, json).await,
         Command::Remove { account } => {
             let store = app::open_store(&settings).await?;

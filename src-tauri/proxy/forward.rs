@@ -303,7 +303,17 @@ async fn attempt(
             return Answer::Fail(deactivated.unwrap_or(Failure::Unauthorized));
         }
     }
-    upstream::classify(response, out, pool, account, timeouts, now_ms() / 1000).await
+    let history = state.history();
+    upstream::classify(
+        response,
+        out,
+        pool,
+        account,
+        history,
+        timeouts,
+        now_ms() / 1000,
+    )
+    .await
 }
 
 pub(super) fn credential_failure(e: AccountsError) -> Failure {

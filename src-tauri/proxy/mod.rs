@@ -61,6 +61,7 @@ struct Inner {
     started_at: i64,
     moves: moves::Moves,
     pooled: pooled::Cache,
+    history: Option<crate::history::Recorder>,
 }
 
 /// Everything a request handler needs; a cheap clone of one `Arc`.
@@ -75,6 +76,7 @@ impl ProxyState {
         addr: std::net::SocketAddr,
         routing: Routing,
         http: reqwest::Client,
+        history: Option<crate::history::Recorder>,
     ) -> ProxyState {
         ProxyState {
             inner: Arc::new(Inner {
@@ -87,6 +89,7 @@ impl ProxyState {
                 started_at: crate::accounts::now_ms(),
                 moves: moves::Moves::default(),
                 pooled: pooled::Cache::default(),
+                history,
             }),
         }
     }
@@ -100,8 +103,20 @@ impl ProxyState {
         format!("http://{}/v1", self.inner.addr)
     }
 
-    /// Remembers a finished request (the oldest is dropped past 50).
+    /// Remembers a finished request (the oldest is dropped past 50), and records it in the
+    /// usage history.
     pub fn record_request(&self, record: RequestRecord) {
+        if let Some(history) = &self.inner.history {
+            history.record(crate::history::Entry::Request(
+                crate::history::RequestOutcome {
+                    at: record.at,
+                    account: record.account.clone(),
+                    model: record.model.clone(),
+                    status: record.status,
+                    first_byte_ms: record.first_byte_ms,
+                },
+            ));
+        }
         let mut recent = self.inner.recent.lock().unwrap_or_else(|p| p.into_inner());
         if recent.len() == RECENT {
             recent.pop_front();
@@ -134,6 +149,11 @@ impl ProxyState {
 
     pub fn moves(&self) -> &moves::Moves {
         &self.inner.moves
+    }
+
+    /// The usage history's writer, when it runs.
+    pub(crate) fn history(&self) -> Option<&crate::history::Recorder> {
+        self.inner.history.as_ref()
     }
 
     fn pooled_cache(&self) -> &pooled::Cache {

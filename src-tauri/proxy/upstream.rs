@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use super::sse::{self, Opening, OpeningEvent};
 use crate::accounts::{deactivation_code, usage, Credentials, Pool};
+use crate::history::{Entry, Recorder, Tokens};
 
 /// Headers that belong to one hop, or to the client's identity with us, never forwarded.
 pub(super) const DROPPED_REQUEST_HEADERS: [&str; 15] = [
@@ -180,6 +181,7 @@ pub async fn classify(
     out: &Outgoing,
     pool: &Pool,
     account: &str,
+    history: Option<&Recorder>,
     timeouts: (Duration, Duration),
     now_s: i64,
 ) -> Answer {
@@ -194,7 +196,7 @@ pub async fn classify(
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.starts_with("text/event-stream"));
         if out.streaming && is_sse {
-            return open_stream(response, pool, account, timeouts, now_s).await;
+            return open_stream(response, pool, account, history, timeouts, now_s).await;
         }
         return Answer::Serve(passthrough(response, timeouts.1));
     }
@@ -279,6 +281,7 @@ async fn open_stream(
     response: reqwest::Response,
     pool: &Pool,
     account: &str,
+    history: Option<&Recorder>,
     (first_byte, idle): (Duration, Duration),
     now_s: i64,
 ) -> Answer {
@@ -338,7 +341,16 @@ async fn open_stream(
             match read {
                 OpeningEvent::RateLimits => limits.push(event),
                 OpeningEvent::Decided(Opening::Preamble) => {}
-                OpeningEvent::Decided(Opening::Proceed) => break 'read,
+                OpeningEvent::Decided(Opening::Proceed) => {
+                    // A stream that ends at once (a prewarm) completes here.
+                    let event = &held[event];
+                    if let Some(history) = history.filter(|_| names(event, COMPLETED)) {
+                        if let Some(tokens) = completed_tokens(event, &pool.display_name(account)) {
+                            history.record(Entry::Tokens(tokens));
+                        }
+                    }
+                    break 'read;
+                }
                 OpeningEvent::Decided(Opening::Limited { code, reset }) => {
                     record_limits(&held, &limits);
                     return Answer::Fail(Failure::Limited { code, reset });
@@ -360,6 +372,7 @@ async fn open_stream(
         account: account.to_string(),
         events,
         preamble_limits: limits.into_iter().map(|r| held.slice(r)).collect(),
+        history: history.cloned(),
     };
     let body = stream_body(held, upstream, scanner, idle);
     Answer::Serve(build_response(status, &headers, body))
@@ -387,6 +400,8 @@ struct Scanner {
     events: sse::Splitter,
     /// The opening's rate-limit events, read on the first chunk after it (or at the end).
     preamble_limits: Vec<Bytes>,
+    /// Where the tokens of `response.completed` go.
+    history: Option<Recorder>,
 }
 
 impl Drop for Scanner {
@@ -405,11 +420,15 @@ impl Scanner {
 
     fn observe(&mut self, chunk: &[u8]) {
         self.record_preamble_limits();
-        let (pool, account) = (&self.pool, &self.account);
+        let (pool, account, history) = (&self.pool, &self.account, &self.history);
         self.events.feed(chunk, |event| {
-            if names_rate_limits(event) {
+            if names(event, b"codex.rate_limits") {
                 let now = crate::accounts::now_ms() / 1000;
                 record_event_limits(pool, account, event, now);
+            } else if let Some(history) = history.as_ref().filter(|_| names(event, COMPLETED)) {
+                if let Some(tokens) = completed_tokens(event, &pool.display_name(account)) {
+                    history.record(Entry::Tokens(tokens));
+                }
             }
         });
         if self.events.pending().len() > 8 * MAX_HELD_BYTES {
@@ -418,11 +437,33 @@ impl Scanner {
     }
 }
 
-/// Whether `codex.rate_limits` is in the head of `event`: the type leads every event
+const COMPLETED: &[u8] = b"response.completed";
+
+/// Whether the event type `name` is in the head of `event`: the type leads every event
 /// Codex's backend sends, so only the head is looked at.
-fn names_rate_limits(event: &[u8]) -> bool {
-    const NAME: &[u8] = b"codex.rate_limits";
-    memchr::memmem::find(&event[..event.len().min(160)], NAME).is_some()
+fn names(event: &[u8], name: &[u8]) -> bool {
+    memchr::memmem::find(&event[..event.len().min(160)], name).is_some()
+}
+
+/// The token counts of a `response.completed` event (`response.usage`), for the history.
+fn completed_tokens(event: &[u8], account: &str) -> Option<Tokens> {
+    let json = sse::event_json(event)?;
+    if json.get("type").and_then(Value::as_str) != Some("response.completed") {
+        return None;
+    }
+    let usage = json.get("response")?.get("usage")?;
+    let count = |v: Option<&Value>| v.and_then(Value::as_i64).unwrap_or(0);
+    Some(Tokens {
+        at: crate::accounts::now_ms(),
+        account: account.to_string(),
+        input: count(usage.get("input_tokens")),
+        output: count(usage.get("output_tokens")),
+        cached: count(
+            usage
+                .get("input_tokens_details")
+                .and_then(|d| d.get("cached_tokens")),
+        ),
+    })
 }
 
 fn stream_body(

@@ -16,6 +16,7 @@ mod deactivated;
 mod failover;
 mod fakes;
 mod faults;
+mod history;
 mod import;
 mod keychain;
 mod keychain_refresh;

@@ -299,7 +299,17 @@ pub(super) async fn classify(
     };
     let timeouts = (settings.first_byte_timeout, settings.stream_idle_timeout);
     let pool = &state.routing().pool;
-    upstream::classify(answer, &out, pool, account, timeouts, now_ms() / 1000).await
+    let history = state.history();
+    upstream::classify(
+        answer,
+        &out,
+        pool,
+        account,
+        history,
+        timeouts,
+        now_ms() / 1000,
+    )
+    .await
 }
 
 /// Closes an upstream socket without waiting long for its answer.
