@@ -38,7 +38,7 @@ use futures_util::future::join_all;
 use serde_json::json;
 
 use measure::{rss_mb, stream_once, RssSampler, Target};
-use report::{Plan, Results, Samples, DIRECT, NGINX, ROUTER};
+use report::{Plan, Results, Samples, DIRECT, NGINX, QUIET, ROUTER};
 use support::{Behaviour, FakeOpenAi};
 
 const EVENT_DELTAS: usize = 100;
@@ -132,13 +132,14 @@ fn main() {
         .expect("client runtime");
     let dir = tempfile::tempdir().expect("temp dir");
     paths::register_accounts(&fake, dir.path());
-    let (router_process, router) = paths::start_router(&fake, dir.path());
+    let (router_process, router) = paths::start_router(&fake, dir.path(), true);
+    let (quiet_process, quiet) = paths::start_router(&fake, dir.path(), false);
     let (nginx_process, nginx) = paths::start_nginx(&fake, dir.path());
-    let targets = [paths::direct(&fake), nginx, router];
+    let targets = [paths::direct(&fake), nginx, router, quiet];
     let pids = [router_process.pid(), nginx_process.pid()];
     let results = client_runtime.block_on(run(&fake, &targets, pids, rounds));
     let ws_results = client_runtime.block_on(run_websocket(&fake, &targets, rounds));
-    drop((router_process, nginx_process));
+    drop((router_process, quiet_process, nginx_process));
     drop(fake);
     let plan = Plan {
         rounds,
@@ -180,7 +181,8 @@ async fn run_websocket(
 async fn run(fake: &FakeOpenAi, targets: &[Target], pids: [u32; 2], rounds: [usize; 4]) -> Results {
     let [router_pid, nginx_pid] = pids;
     let [ttfb_rounds, event_rounds, load_rounds, big_rounds] = rounds;
-    let all = [DIRECT, NGINX, ROUTER];
+    // The first-byte and event phases also run the router without its history.
+    let single_paths = [DIRECT, NGINX, ROUTER, QUIET];
     fake.set_recording(false);
     let started = Instant::now();
     let rss_start = rss_mb(router_pid);
@@ -197,11 +199,11 @@ async fn run(fake: &FakeOpenAi, targets: &[Target], pids: [u32; 2], rounds: [usi
     tokio::time::sleep(SETTLE).await;
     let idle = pids.map(rss_mb);
 
-    let ttfb = single(targets, &all, ttfb_rounds, &small).await;
+    let ttfb = single(targets, &single_paths, ttfb_rounds, &small).await;
 
     let (deltas, gap) = (EVENT_DELTAS, EVENT_GAP);
     set_behaviour(fake, &Behaviour::Timed { deltas, gap });
-    let events = single(targets, &all, event_rounds, &small).await;
+    let events = single(targets, &single_paths, event_rounds, &small).await;
 
     let (deltas, gap) = (LOAD_DELTAS, LOAD_GAP);
     set_behaviour(fake, &Behaviour::Timed { deltas, gap });

@@ -138,7 +138,7 @@ fn main() {
         .expect("client runtime");
     let dir = tempfile::tempdir().expect("temp dir");
     register_accounts(&fake, dir.path());
-    let (mut router_process, router) = paths::start_router(&fake, dir.path());
+    let (mut router_process, router) = paths::start_router(&fake, dir.path(), true);
     let plan = Plan {
         duration,
         streams: STREAMS,

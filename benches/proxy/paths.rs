@@ -74,8 +74,12 @@ pub fn direct(fake: &FakeOpenAi) -> Target {
 
 /// `cma start` against the fake, on a free port: the release build of this bench, or
 /// `CMA_BENCH_BIN`. `CMA_BENCH_LOG=<file>` keeps its stderr (with `RUST_LOG` passed on).
-pub fn start_router(fake: &FakeOpenAi, dir: &Path) -> (Process, Target) {
-    let vars = fake_vars(fake, dir);
+/// `history: false` runs it with `CODEX_PROXY_HISTORY=0`, to weigh what recording costs.
+pub fn start_router(fake: &FakeOpenAi, dir: &Path, history: bool) -> (Process, Target) {
+    let mut vars = fake_vars(fake, dir);
+    if !history {
+        vars.insert("CODEX_PROXY_HISTORY".to_string(), "0".to_string());
+    }
     let bin = std::env::var("CMA_BENCH_BIN").unwrap_or(env!("CARGO_BIN_EXE_cma").to_string());
     let stderr = match std::env::var("CMA_BENCH_LOG") {
         Ok(path) => Stdio::from(std::fs::File::create(path).expect("CMA_BENCH_LOG file")),
@@ -110,7 +114,11 @@ pub fn start_router(fake: &FakeOpenAi, dir: &Path) -> (Process, Target) {
         .trim_end_matches("/v1")
         .to_string();
     let target = Target {
-        name: "router",
+        name: if history {
+            "router"
+        } else {
+            "router, no history"
+        },
         url: format!("{base}/v1/responses"),
         headers: json_headers(),
         client: client(),

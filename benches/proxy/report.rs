@@ -8,6 +8,8 @@ use crate::measure::{median, ms, percentile, Outcome};
 pub const DIRECT: usize = 0;
 pub const NGINX: usize = 1;
 pub const ROUTER: usize = 2;
+/// The same router build with `CODEX_PROXY_HISTORY=0`, in the first-byte and event phases.
+pub const QUIET: usize = 3;
 const NAMES: [&str; 3] = ["direct", "nginx", "router"];
 
 /// One path's results in one phase, in ms.
@@ -230,7 +232,26 @@ pub fn print(r: &Results, plan: &Plan, nginx: &str) {
         }
     }
 
+    // What recording the history costs: the same build with and without it, same rounds.
+    let quiet_ttfb = added(&ttfb[DIRECT].ttfb, &ttfb[QUIET].ttfb);
+    let quiet_p99 = median(&events[QUIET].run_p99) - run_p99[DIRECT];
+    println!(
+        "history recording: added TTFB {} ms with it, {} ms without; added event delay p99 {} \
+         vs {} ms",
+        f(add_ttfb[ROUTER]),
+        f(quiet_ttfb),
+        f(added_p99[ROUTER]),
+        f(quiet_p99)
+    );
+
     let (router, nginx) = (add_ttfb[ROUTER], add_ttfb[NGINX]);
+    verdict(
+        add_ttfb[ROUTER] - quiet_ttfb <= 0.02,
+        format!(
+            "recording the history adds {} ms to the first byte (<= 0.02 ms, the run-to-run noise)",
+            f(add_ttfb[ROUTER] - quiet_ttfb)
+        ),
+    );
     verdict(
         router <= nginx,
         format!("added TTFB {} ms <= nginx's {} ms", f(router), f(nginx)),

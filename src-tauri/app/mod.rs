@@ -201,6 +201,9 @@ pub async fn start_router(settings: Settings) -> Result<RunningRouter, AppError>
 /// The usage history beside the accounts file, fed by every usage reading that changes an
 /// account's figures. `None` (with a warning) when it cannot be opened: routing goes on.
 async fn start_history(settings: &Settings, pool: &Pool) -> Option<history::Recorder> {
+    if !settings.history {
+        return None;
+    }
     let path = settings
         .paths
         .accounts_file

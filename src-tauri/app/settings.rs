@@ -229,6 +229,7 @@ fn running_value(settings: &Settings, key: &Key) -> Option<String> {
         "stream_idle_timeout_ms" => settings.stream_idle_timeout.as_millis().to_string(),
         "binding_ttl_secs" => settings.binding_ttl.as_secs().to_string(),
         "websockets" => settings.websockets.to_string(),
+        "history" => settings.history.to_string(),
         _ => return None,
     };
     Some(text)

@@ -70,6 +70,7 @@ pub const KEYS: &[Key] = &[
     key("stream_idle_timeout_ms", "CODEX_PROXY_STREAM_IDLE_TIMEOUT_MS", Kind::Count, "300000", "silence allowed mid-stream before the stream is cut"),
     key("binding_ttl_secs", "CODEX_PROXY_BINDING_TTL_SECS", Kind::Count, "86400", "idle time after which a session binding is forgotten"),
     key("websockets", "CODEX_PROXY_WEBSOCKETS", Kind::Switch, "true", "false answers WebSocket upgrades with 426"),
+    key("history", "CODEX_PROXY_HISTORY", Kind::Switch, "true", "keep usage and requests in history.sqlite beside the accounts file (90 days)"),
     key("codex_home", "CODEX_HOME", Kind::Path, "~/.codex", "where Codex's config.toml lives"),
 ];
 

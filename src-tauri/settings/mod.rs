@@ -90,6 +90,9 @@ pub struct Settings {
     /// Whether `GET /v1/responses` WebSocket upgrades are proxied; when off they get 426, so
     /// Codex falls back to HTTP at once (`CODEX_PROXY_WEBSOCKETS=0`).
     pub websockets: bool,
+    /// Whether usage and requests are kept in the usage history (`CODEX_PROXY_HISTORY=0`
+    /// keeps none).
+    pub history: bool,
     /// What was wrong in the settings file (its values were not used); front ends show these
     /// as warnings.
     pub file_problems: Vec<FileProblem>,
@@ -223,6 +226,17 @@ impl Settings {
                         name: "CODEX_PROXY_WEBSOCKETS",
                         value: other.to_string(),
                         reason: "use 1 (proxy WebSocket upgrades) or 0 (answer them with 426)",
+                    })
+                }
+            },
+            history: match get("CODEX_PROXY_HISTORY").as_deref() {
+                None | Some("1" | "on" | "true") => true,
+                Some("0" | "off" | "false") => false,
+                Some(other) => {
+                    return Err(SettingsError::Invalid {
+                        name: "CODEX_PROXY_HISTORY",
+                        value: other.to_string(),
+                        reason: "use 1 (keep the usage history) or 0 (keep none)",
                     })
                 }
             },
