@@ -230,6 +230,10 @@ fn running_value(settings: &Settings, key: &Key) -> Option<String> {
         "binding_ttl_secs" => settings.binding_ttl.as_secs().to_string(),
         "websockets" => settings.websockets.to_string(),
         "history" => settings.history.to_string(),
+        "alert_thresholds" => match settings.alert_thresholds.as_slice() {
+            [] => "off".to_string(),
+            p => p.iter().map(u8::to_string).collect::<Vec<_>>().join(","),
+        },
         _ => return None,
     };
     Some(text)

@@ -3,6 +3,7 @@
 //! dashboard window in a second process of the same app (`window.rs`). This is the only module
 //! that knows about windows and trays.
 
+mod alerts;
 mod autostart;
 mod commands;
 mod dashboard;

@@ -8,6 +8,7 @@ use tauri::image::Image;
 use tauri::tray::{TrayIcon, TrayIconBuilder};
 use tauri_plugin_notification::NotificationExt as _;
 
+use super::alerts::Alerts;
 use super::icon as drawing;
 use super::menu::TrayMenu;
 use super::notices::Notifier;
@@ -29,6 +30,7 @@ pub struct Desktop {
     /// What is wrong with `settings.toml`, shown while no other notice is.
     pub settings_notice: Mutex<Option<String>>,
     pub notifier: Mutex<Notifier>,
+    pub alerts: Mutex<Alerts>,
     /// The dashboard process, while its window is open.
     pub dashboard: Mutex<Option<super::dashboard::Handle>>,
     /// The tray icon; touched on the main thread only.
@@ -52,6 +54,7 @@ impl Desktop {
             notice: Mutex::new(None),
             settings_notice: Mutex::new(None),
             notifier: Mutex::new(Notifier::default()),
+            alerts: Mutex::new(Alerts::default()),
             dashboard: Mutex::new(None),
             tray: Mutex::new(None),
             stopping: AtomicBool::new(false),
@@ -138,7 +141,9 @@ impl Tray {
             notice: notice.as_deref(),
             now_ms: now_ms(),
         };
-        let told = lock(&desktop.notifier).update(&accounts, input.now_ms);
+        let mut told = lock(&desktop.notifier).update(&accounts, input.now_ms);
+        let thresholds = desktop.settings.alert_thresholds.clone();
+        told.extend(lock(&desktop.alerts).update(&accounts, &thresholds, input.now_ms));
         for notice in told {
             let shown = shell
                 .app

@@ -15,6 +15,8 @@ pub enum Kind {
     Count,
     Switch,
     Choice(&'static [&'static str]),
+    /// Percents from 1 to 100, comma-separated (`80,95`), or `off`.
+    Percents,
 }
 
 /// One setting: its name in the file, the variable that overrides it, and its default.
@@ -71,6 +73,7 @@ pub const KEYS: &[Key] = &[
     key("binding_ttl_secs", "CODEX_PROXY_BINDING_TTL_SECS", Kind::Count, "86400", "idle time after which a session binding is forgotten"),
     key("websockets", "CODEX_PROXY_WEBSOCKETS", Kind::Switch, "true", "false answers WebSocket upgrades with 426"),
     key("history", "CODEX_PROXY_HISTORY", Kind::Switch, "true", "keep usage and requests in history.sqlite beside the accounts file (90 days)"),
+    key("alert_thresholds", "CODEX_PROXY_ALERT_THRESHOLDS", Kind::Percents, "80,95", "usage percents of a 5-hour or weekly window the app notifies at, once per window and account; off for none"),
     key("codex_home", "CODEX_HOME", Kind::Path, "~/.codex", "where Codex's config.toml lives"),
 ];
 
@@ -83,6 +86,25 @@ pub fn find(name: &str) -> Option<&'static Key> {
     let wanted = name.trim().replace('-', "_");
     KEYS.iter()
         .find(|k| k.name.eq_ignore_ascii_case(&wanted) || k.var.eq_ignore_ascii_case(&wanted))
+}
+
+/// `80, 95` as `[80, 95]` (sorted, once each), `off` or `none` as `[]`; `None` when a part is
+/// not a percent from 1 to 100.
+pub fn percents(value: &str) -> Option<Vec<u8>> {
+    let value = value.trim();
+    if value.eq_ignore_ascii_case("off") || value.eq_ignore_ascii_case("none") {
+        return Some(Vec::new());
+    }
+    let mut out = value
+        .split(',')
+        .map(|p| p.trim().trim_end_matches('%').trim().parse::<u8>().ok())
+        .collect::<Option<Vec<u8>>>()?;
+    if out.is_empty() || out.iter().any(|p| !(1..=100).contains(p)) {
+        return None;
+    }
+    out.sort_unstable();
+    out.dedup();
+    Some(out)
 }
 
 /// Every key name, for messages.
@@ -136,6 +158,10 @@ impl Kind {
                     .then(|| value.trim_end_matches('/').to_string())
             }
             Kind::Text => (!value.is_empty()).then(|| value.to_string()),
+            Kind::Percents => percents(value).map(|p| match p.as_slice() {
+                [] => "off".to_string(),
+                p => p.iter().map(u8::to_string).collect::<Vec<_>>().join(","),
+            }),
             Kind::Switch => match value.to_ascii_lowercase().as_str() {
                 "true" | "1" | "on" | "yes" => Some("true".to_string()),
                 "false" | "0" | "off" | "no" => Some("false".to_string()),
@@ -165,6 +191,9 @@ impl Kind {
             Kind::Path => "an absolute path (or one starting with ~/)".to_string(),
             Kind::Url => "an http:// or https:// URL".to_string(),
             Kind::Text => "any text that is not empty".to_string(),
+            Kind::Percents => {
+                "percents from 1 to 100, comma-separated (such as 80,95), or off".to_string()
+            }
             Kind::Switch => "true or false".to_string(),
             Kind::Choice(choices) => match choices.split_last() {
                 Some((last, [])) => last.to_string(),

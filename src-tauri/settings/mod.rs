@@ -93,6 +93,8 @@ pub struct Settings {
     /// Whether usage and requests are kept in the usage history (`CODEX_PROXY_HISTORY=0`
     /// keeps none).
     pub history: bool,
+    /// Usage percents the app notifies at, once per window and account (`80,95`).
+    pub alert_thresholds: Vec<u8>,
     /// What was wrong in the settings file (its values were not used); front ends show these
     /// as warnings.
     pub file_problems: Vec<FileProblem>,
@@ -239,6 +241,14 @@ impl Settings {
                         reason: "use 1 (keep the usage history) or 0 (keep none)",
                     })
                 }
+            },
+            alert_thresholds: match get("CODEX_PROXY_ALERT_THRESHOLDS") {
+                None => vec![80, 95],
+                Some(v) => keys::percents(&v).ok_or_else(|| SettingsError::Invalid {
+                    name: "CODEX_PROXY_ALERT_THRESHOLDS",
+                    value: v.clone(),
+                    reason: "use percents from 1 to 100, comma-separated (80,95), or off",
+                })?,
             },
             login_ports: match get("CODEX_PROXY_LOGIN_PORT") {
                 None => crate::oauth::CALLBACK_PORTS.to_vec(),
