@@ -26,6 +26,7 @@ export const commands = {
   setSetting: (key, value) => invoke("set_setting", { key, value }),
   unsetSetting: (key) => invoke("unset_setting", { key }),
   setStartAtLogin: (enabled) => invoke("set_start_at_login", { enabled }),
+  usageHistory: () => invoke("usage_history"),
 };
 
 /** Opens a web page in the system browser (tauri-plugin-opener), never inside this window. */

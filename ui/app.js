@@ -1,6 +1,7 @@
 // The dashboard: accounts with usage, resets and pace, the router, the last requests.
 
 import { commands, onStatusChanged, openInBrowser } from "./api.js";
+import { renderCharts } from "./charts.js";
 
 const $ = (selector) => document.querySelector(selector);
 
@@ -205,6 +206,14 @@ async function refreshSettings() {
   }
 }
 
+async function refreshCharts() {
+  try {
+    renderCharts($("#charts"), await commands.usageHistory());
+  } catch (error) {
+    showError(error);
+  }
+}
+
 async function refresh() {
   try {
     render(await commands.status());
@@ -212,6 +221,7 @@ async function refresh() {
     showError(error);
   }
   await refreshSettings();
+  await refreshCharts();
 }
 
 $("#add-account").addEventListener("click", () => act(commands.addAccount()));

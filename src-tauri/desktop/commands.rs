@@ -71,6 +71,8 @@ pub enum Call {
     SetStartAtLogin {
         enabled: bool,
     },
+    /// The last 7 days of the usage history, for the charts.
+    UsageHistory,
 }
 
 impl Call {
@@ -90,6 +92,7 @@ impl Call {
             "set_setting",
             "unset_setting",
             "set_start_at_login",
+            "usage_history",
         ]
     }
 
@@ -160,6 +163,10 @@ pub async fn dispatch(app: &Shell, call: &str, args: Value) -> Reply<Value> {
             changed(app);
             serde_json::to_value(outcome).map_err(CommandError::internal)
         }
+        Call::UsageHistory => {
+            let history = usage_history(&app.desktop).await?;
+            serde_json::to_value(history).map_err(CommandError::internal)
+        }
         Call::SetStartAtLogin { enabled } => {
             let result = autostart::set(&app.app, enabled);
             changed(app);
@@ -168,6 +175,48 @@ pub async fn dispatch(app: &Shell, call: &str, args: Value) -> Reply<Value> {
                 .map_err(|e| CommandError::new("autostart", e))
         }
     }
+}
+
+/// How far back the charts look.
+const CHART_DAYS: i64 = 7;
+
+/// What the charts draw: every usage reading and each account's days over the last week, and
+/// where each account stands now (its pace to the next reset).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UsageHistory {
+    pub now: i64,
+    pub since: i64,
+    pub points: Vec<crate::history::Point>,
+    pub days: Vec<crate::history::Day>,
+    pub accounts: Vec<crate::proxy::AccountStatus>,
+}
+
+async fn usage_history(desktop: &Desktop) -> Reply<UsageHistory> {
+    let now = crate::accounts::now_ms();
+    let since = now - CHART_DAYS * 24 * 60 * 60 * 1000;
+    let path = desktop
+        .settings
+        .paths
+        .accounts_file
+        .with_file_name(crate::history::FILE_NAME);
+    let read = tokio::task::spawn_blocking(move || {
+        let Some(history) = crate::history::History::open_read_only(&path)? else {
+            return Ok((Vec::new(), Vec::new()));
+        };
+        Ok::<_, crate::history::HistoryError>((history.points(since)?, history.days(since, None)?))
+    })
+    .await
+    .map_err(CommandError::internal)?
+    .map_err(|e| CommandError::new("history", e.to_string()))?;
+    let (_, accounts, _) = desktop.snapshot();
+    Ok(UsageHistory {
+        now,
+        since,
+        points: read.0,
+        days: read.1,
+        accounts,
+    })
 }
 
 /// What the dashboard's settings section shows.

@@ -126,6 +126,18 @@ pub enum Entry {
     Tokens(Tokens),
 }
 
+/// One usage reading as the charts draw it.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Point {
+    pub at: i64,
+    pub account: String,
+    pub window: String,
+    pub used_percent: f64,
+    /// Epoch seconds.
+    pub resets_at: Option<i64>,
+}
+
 /// One account's day (UTC).
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -316,6 +328,29 @@ impl History {
                     model: row.get(2)?,
                     status: row.get(3)?,
                     first_byte_ms: row.get(4)?,
+                })
+            })
+            .map_err(HistoryError::Read)?;
+        rows.collect::<Result<_, _>>().map_err(HistoryError::Read)
+    }
+
+    /// Every usage reading since `since_ms`, oldest first.
+    pub fn points(&self, since_ms: i64) -> Result<Vec<Point>, HistoryError> {
+        let mut query = self
+            .connection
+            .prepare(
+                "SELECT at, account, window, used_percent, resets_at FROM usage \
+                 WHERE at >= ?1 ORDER BY at, rowid",
+            )
+            .map_err(HistoryError::Read)?;
+        let rows = query
+            .query_map([since_ms], |row| {
+                Ok(Point {
+                    at: row.get(0)?,
+                    account: row.get(1)?,
+                    window: row.get(2)?,
+                    used_percent: row.get(3)?,
+                    resets_at: row.get(4)?,
                 })
             })
             .map_err(HistoryError::Read)?;

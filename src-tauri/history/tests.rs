@@ -81,6 +81,17 @@ fn a_new_history_is_private_and_keeps_what_was_recorded_across_a_reopen() {
         .days(NOW - 7 * DAY_MS, Some("b@example.com"))
         .unwrap();
     assert_eq!(only_b.len(), 1);
+    let points = history.points(NOW - 7 * DAY_MS).unwrap();
+    assert_eq!(points.len(), 3);
+    assert_eq!(
+        (points[2].window.as_str(), points[2].used_percent),
+        ("primary", 55.0),
+        "oldest first"
+    );
+    assert_eq!(
+        (points[1].window.as_str(), points[1].used_percent),
+        ("secondary", 20.0)
+    );
     let recent = history.recent_requests(2).unwrap();
     assert_eq!(
         recent[0].account.as_deref(),

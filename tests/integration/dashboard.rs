@@ -328,3 +328,154 @@ async fn dashboard_settings_are_saved_to_the_file_and_bad_values_are_refused() {
     .await;
     d.finish("7-settings").await;
 }
+
+/// Six days of earlier history in the app's file (the app has it open, as another `cma` would),
+/// so the charts have a week to draw: each account's 5-hour window fills and resets every 5
+/// hours, its weekly one climbs, and it serves some tokens a day.
+fn seed_last_week(d: &Dashboard) {
+    use router::history::{Entry, History, Tokens, UsageReading, FILE_NAME};
+    let path = d.dir.path().join(FILE_NAME);
+    let now = router::accounts::now_ms();
+    let (mut history, _) = History::open(&path, now).expect("the app's history");
+    let hour = 3_600_000;
+    let mut entries = Vec::new();
+    for (account, pace) in [("a@example.com", 14.0), ("b@example.com", 9.0)] {
+        for h in (12..=6 * 24).rev() {
+            let at = now - h * hour;
+            let in_window = (6 * 24 - h) % 5;
+            let window_end = at + (5 - in_window) * hour;
+            let usage = |window, used_percent: f64, resets_at: i64| {
+                Entry::Usage(UsageReading {
+                    at,
+                    account: account.to_string(),
+                    window,
+                    used_percent: used_percent.min(100.0),
+                    window_minutes: None,
+                    resets_at: Some(resets_at / 1000),
+                })
+            };
+            entries.push(usage("primary", pace * (in_window + 1) as f64, window_end));
+            let week = (6 * 24 - h) as f64 * pace / 40.0;
+            entries.push(usage("secondary", week, now + 2 * 24 * hour));
+            if h % 24 == 0 {
+                entries.push(Entry::Tokens(Tokens {
+                    at,
+                    account: account.to_string(),
+                    input: (pace * 20_000.0) as i64,
+                    output: (pace * 900.0) as i64,
+                    cached: (pace * 12_000.0) as i64,
+                }));
+            }
+        }
+    }
+    history.record(&entries).expect("seeded");
+}
+
+/// A's tokens in the chart: six seeded days of 14 × 20,900 and two responses of 1,238.
+const RUN_AND_SEEDED_A: &str = "a@example.com 1758076";
+
+/// Sends one Codex request through the app's router, pinned to `key` when given, and reads
+/// the whole stream.
+async fn served(d: &Dashboard, session: &str, key: Option<&str>) {
+    let body = codex_body(session, "gpt-5.5").to_string();
+    let mut request = d.http.post(format!("{}/v1/responses", d.router));
+    request = request.header("content-type", "application/json");
+    request = request.header("session-id", session);
+    if let Some(key) = key {
+        request = request.header("x-cma-account", key);
+    }
+    let response = request.body(body).send().await.expect("the router answers");
+    assert_eq!(response.status(), 200);
+    let _ = response.bytes().await;
+}
+
+#[tokio::test]
+async fn dashboard_charts_a_runs_usage_with_resets_forecast_pool_and_tokens() {
+    let Some(d) = Dashboard::open(|fake| {
+        fake.set_usage("acct-a", 35.0, 12.0);
+        fake.set_usage("acct-b", 70.0, 40.0);
+    })
+    .await
+    else {
+        return;
+    };
+    d.both_listed().await;
+    seed_last_week(&d);
+    served(&d, "chart-1", None).await;
+    served(&d, "chart-2", Some(KEY_B)).await;
+    // A's usage climbs as it serves: the chart gets a second reading and a pace.
+    d.fake.set_usage("acct-a", 55.0, 14.0);
+    served(&d, "chart-3", None).await;
+    let labels_js = "return [...document.querySelectorAll('#charts svg')]\
+        .map(s => s.getAttribute('aria-label'))";
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let labels: Vec<String> = loop {
+        let found = d.script(labels_js, true).await.unwrap_or(Value::Null);
+        let labels: Vec<String> = found
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|l| l.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let ready = labels
+            .iter()
+            .any(|l| l.contains("a@example.com: 5-hour") && l.contains("now 55 %"))
+            && labels
+                .iter()
+                .any(|l| l.starts_with("Tokens served") && l.contains(RUN_AND_SEEDED_A));
+        if ready {
+            break labels;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the charts did not show the run: {labels:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    eprintln!("dashboard: charts say {labels:#?}");
+    assert_eq!(
+        labels.len(),
+        4,
+        "A, B, the pool and the tokens: {labels:#?}"
+    );
+    let a = &labels[0];
+    assert!(a.contains("and 14 %"), "A's weekly figure: {a}");
+    assert!(
+        a.contains("resets marked"),
+        "the seeded week has resets: {a}"
+    );
+    let b = &labels[1];
+    assert!(
+        b.starts_with("b@example.com: 5-hour") && b.contains("now 70 %"),
+        "{b}"
+    );
+    assert!(
+        labels[2].contains("summed over 2 accounts: now 75"),
+        "(100-55)+(100-70): {}",
+        labels[2]
+    );
+    // Tokens: the seeded days plus the run's responses, 1234 input and 4 output tokens each
+    // as the fake says (A served two, B one).
+    let tokens = &labels[3];
+    assert!(tokens.contains(RUN_AND_SEEDED_A), "{tokens}");
+    assert!(tokens.contains("b@example.com 1129838"), "{tokens}");
+    // Drawn: lines for both windows, resets, and the forecast ahead of now.
+    let count = |css: &str| format!("return document.querySelectorAll('{css}').length");
+    for (css, at_least) in [
+        ("#charts svg path.line.primary", 2),
+        ("#charts svg path.line.secondary", 2),
+        ("#charts svg line.reset", 2),
+        ("#charts svg path.forecast", 2),
+        ("#charts svg rect.bar", 2),
+        ("#charts figure p.sr-only", 4),
+    ] {
+        let n = d.script(&count(css), true).await.unwrap_or(Value::Null);
+        assert!(n.as_u64().unwrap_or(0) >= at_least, "{css}: {n}");
+    }
+    d.script("document.querySelector('#history').scrollIntoView()", true)
+        .await
+        .ok();
+    d.finish("5-charts").await;
+}
