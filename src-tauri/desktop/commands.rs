@@ -113,7 +113,11 @@ pub async fn dispatch(app: &Shell, call: &str, args: Value) -> Reply<Value> {
     let done = |()| Value::Null;
     match Call::parse(call, args)? {
         Call::DashboardStatus => {
-            serde_json::to_value(dashboard_status(&app.desktop)).map_err(CommandError::internal)
+            let mut status = dashboard_status(&app.desktop);
+            if let Some(kept) = recent_from_history(&app.desktop).await {
+                status.recent = kept;
+            }
+            serde_json::to_value(status).map_err(CommandError::internal)
         }
         Call::AddAccount => {
             start_login(app, None);
@@ -175,6 +179,37 @@ pub async fn dispatch(app: &Shell, call: &str, args: Value) -> Reply<Value> {
                 .map_err(|e| CommandError::new("autostart", e))
         }
     }
+}
+
+/// The last 50 requests from the usage history (so they outlive a restart); `None` when there
+/// is no history to read, and the router's memory is shown instead.
+async fn recent_from_history(desktop: &Desktop) -> Option<Vec<crate::proxy::RequestRecord>> {
+    if !desktop.settings.history {
+        return None;
+    }
+    let path = desktop
+        .settings
+        .paths
+        .accounts_file
+        .with_file_name(crate::history::FILE_NAME);
+    let read = tokio::task::spawn_blocking(move || {
+        crate::history::History::open_read_only(&path)
+            .ok()??
+            .recent_requests(50)
+            .ok()
+    });
+    let kept = read.await.ok()??;
+    Some(
+        kept.into_iter()
+            .map(|r| crate::proxy::RequestRecord {
+                at: r.at,
+                account: r.account,
+                model: r.model,
+                status: r.status,
+                first_byte_ms: r.first_byte_ms,
+            })
+            .collect(),
+    )
 }
 
 /// How far back the charts look.

@@ -241,6 +241,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn alert_thresholds_are_percents_in_order_or_off() {
+        assert_eq!(percents("95, 80,80%"), Some(vec![80, 95]));
+        assert_eq!(percents("off"), Some(vec![]));
+        assert_eq!(percents("0,50"), None, "0 is no threshold");
+        assert_eq!(percents("101"), None);
+        assert_eq!(percents("eighty"), None);
+        assert_eq!(Kind::Percents.normalize(" 90,70 ").as_deref(), Some("70,90"));
+        assert_eq!(Kind::Percents.normalize("none").as_deref(), Some("off"));
+    }
+
+    #[test]
     fn every_key_is_the_snake_case_of_its_variable_and_none_is_secret() {
         for k in KEYS {
             let expected = k
