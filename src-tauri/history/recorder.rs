@@ -1,18 +1,21 @@
 //! The history's writer: entries go into a bounded queue that never blocks the sender, and a
-//! thread of its own writes them in batches. A failed write (a full disk, a file made
-//! read-only) stops recording until a later try succeeds; serving never waits on it.
+//! thread of its own writes them once a second in one transaction. It does not wait on the
+//! queue, so a request never wakes it: measured with `cargo bench --bench proxy`, a writer
+//! woken by every entry cost the first byte about 0.03 ms. A failed write (a full disk, a file
+//! made read-only) stops recording until a later try succeeds; serving never waits on it.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{Entry, History};
 
-/// Entries waiting to be written at most; past it new ones are dropped (and counted).
-const QUEUE: usize = 4096;
-/// Entries written in one transaction at most.
-const BATCH: usize = 512;
+/// Entries waiting to be written at most (a second's worth at hundreds of requests a second);
+/// past it new ones are dropped (and counted).
+const QUEUE: usize = 16 * 1024;
+/// How often the queue is written out.
+const FLUSH_EVERY: Duration = Duration::from_secs(1);
 /// After a failed write, the next try waits this long (entries meanwhile are dropped).
 const RETRY: Duration = Duration::from_secs(60);
 /// Old rows are pruned this often.
@@ -78,7 +81,7 @@ fn write_until_closed(
 ) {
     let mut failed_at: Option<Instant> = None;
     let mut pruned_at: Option<Instant> = None;
-    let mut batch = Vec::with_capacity(BATCH);
+    let mut batch = Vec::new();
     loop {
         if pruned_at.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) && failed_at.is_none() {
             if let Err(e) = history.prune(now_ms()) {
@@ -86,48 +89,55 @@ fn write_until_closed(
             }
             pruned_at = Some(Instant::now());
         }
-        match entries.recv_timeout(PRUNE_EVERY) {
-            Ok(entry) => batch.push(entry),
-            Err(RecvTimeoutError::Timeout) => continue,
-            Err(RecvTimeoutError::Disconnected) => return,
-        }
-        while batch.len() < BATCH {
+        std::thread::sleep(FLUSH_EVERY);
+        let closed = loop {
             match entries.try_recv() {
                 Ok(entry) => batch.push(entry),
-                Err(_) => break,
+                Err(TryRecvError::Empty) => break false,
+                Err(TryRecvError::Disconnected) => break true,
             }
+        };
+        if !batch.is_empty() {
+            write(&mut history, &mut batch, state, &mut failed_at);
         }
-        if failed_at.is_some_and(|at| at.elapsed() < RETRY) {
-            state
-                .dropped
-                .fetch_add(batch.len() as u64, Ordering::Relaxed);
-            batch.clear();
-            continue;
+        if closed {
+            return;
         }
-        match history.record(&batch) {
-            Ok(()) => {
-                if failed_at.take().is_some() {
-                    tracing::info!("the usage history is written again");
-                }
-                state.stopped.store(false, Ordering::Relaxed);
-                state
-                    .written
-                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
-            }
-            Err(e) => {
-                if failed_at.is_none() {
-                    tracing::warn!(
-                        "{e}; recording stops for now (routing goes on), trying again in {} s",
-                        RETRY.as_secs()
-                    );
-                }
-                failed_at = Some(Instant::now());
-                state.stopped.store(true, Ordering::Relaxed);
-                state
-                    .dropped
-                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
-            }
-        }
-        batch.clear();
     }
+}
+
+/// Writes `batch` (and empties it), or counts it dropped while writes fail.
+fn write(
+    history: &mut History,
+    batch: &mut Vec<Entry>,
+    state: &State,
+    failed_at: &mut Option<Instant>,
+) {
+    let n = batch.len() as u64;
+    if failed_at.is_some_and(|at| at.elapsed() < RETRY) {
+        state.dropped.fetch_add(n, Ordering::Relaxed);
+        batch.clear();
+        return;
+    }
+    match history.record(batch) {
+        Ok(()) => {
+            if failed_at.take().is_some() {
+                tracing::info!("the usage history is written again");
+            }
+            state.stopped.store(false, Ordering::Relaxed);
+            state.written.fetch_add(n, Ordering::Relaxed);
+        }
+        Err(e) => {
+            if failed_at.is_none() {
+                tracing::warn!(
+                    "{e}; recording stops for now (routing goes on), trying again in {} s",
+                    RETRY.as_secs()
+                );
+            }
+            *failed_at = Some(Instant::now());
+            state.stopped.store(true, Ordering::Relaxed);
+            state.dropped.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+    batch.clear();
 }
