@@ -247,7 +247,10 @@ mod tests {
         assert_eq!(percents("0,50"), None, "0 is no threshold");
         assert_eq!(percents("101"), None);
         assert_eq!(percents("eighty"), None);
-        assert_eq!(Kind::Percents.normalize(" 90,70 ").as_deref(), Some("70,90"));
+        assert_eq!(
+            Kind::Percents.normalize(" 90,70 ").as_deref(),
+            Some("70,90")
+        );
         assert_eq!(Kind::Percents.normalize("none").as_deref(), Some("off"));
     }
 
