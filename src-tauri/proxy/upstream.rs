@@ -447,7 +447,11 @@ fn names(event: &[u8], name: &[u8]) -> bool {
 
 /// The token counts of a `response.completed` event (`response.usage`), for the history.
 fn completed_tokens(event: &[u8], account: &str) -> Option<Tokens> {
-    let json = sse::event_json(event)?;
+    tokens_of(&sse::event_json(event)?, account)
+}
+
+/// The token counts of a `response.completed` event's JSON (over HTTP or WebSocket).
+pub(super) fn tokens_of(json: &Value, account: &str) -> Option<Tokens> {
     if json.get("type").and_then(Value::as_str) != Some("response.completed") {
         return None;
     }

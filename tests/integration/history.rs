@@ -194,3 +194,27 @@ async fn cma_history_shows_the_days_as_a_table_and_as_json() {
         "{error}"
     );
 }
+
+#[tokio::test]
+async fn a_response_over_websocket_is_recorded_with_its_tokens() {
+    use crate::support::{response_create, WsClient};
+    let h = Harness::start(&[A]).await;
+    let url = format!("{}/v1/responses", h.base.replacen("http://", "ws://", 1));
+    let headers = [
+        ("openai-beta", "responses_websockets=2026-02-06"),
+        ("session-id", "ws-history"),
+    ];
+    let mut ws = WsClient::connect(&url, &headers)
+        .await
+        .unwrap_or_else(|r| panic!("the router refused the upgrade: {r:?}"));
+    for _ in 0..2 {
+        let events = ws
+            .create(&response_create(&codex_body("ws-history", "gpt-5.5")))
+            .await;
+        assert!(events.iter().any(|e| e["type"] == "response.completed"));
+    }
+    ws.close().await;
+    let days = days_after(&h, 2).await;
+    assert_eq!(days[0].account, "a@example.com");
+    assert_eq!(days[0].input_tokens, 2 * 1234, "{days:?}");
+}

@@ -333,6 +333,7 @@ impl Session {
                     deadline = tokio::time::Instant::now() + idle;
                     let kind = frame_type(&text);
                     let end = kind.as_deref().is_some_and(link::is_terminal);
+                    let completed = kind.as_deref() == Some("response.completed");
                     let text = match kind.as_deref() {
                         Some("codex.rate_limits") => {
                             self.note_rate_limits(&text);
@@ -340,8 +341,13 @@ impl Session {
                         }
                         _ => text,
                     };
+                    // Read after it is passed on: the history waits, Codex does not.
+                    let tokens = completed.then(|| text.clone());
                     if let Flow::Stop = self.pass_on(text).await {
                         return Flow::Stop;
+                    }
+                    if let Some(text) = tokens {
+                        self.note_tokens(&text);
                     }
                     if end {
                         return Flow::Continue;
@@ -385,6 +391,20 @@ impl Session {
             return text;
         }
         event.to_string().into()
+    }
+
+    /// The tokens of a `response.completed` frame, for the usage history.
+    fn note_tokens(&self, text: &str) {
+        let (Some(history), Some(link)) = (self.state.history(), &self.link) else {
+            return;
+        };
+        let Ok(json) = serde_json::from_str::<Value>(text) else {
+            return;
+        };
+        let name = self.state.routing().pool.display_name(&link.account);
+        if let Some(tokens) = super::super::upstream::tokens_of(&json, &name) {
+            history.record(crate::history::Entry::Tokens(tokens));
+        }
     }
 
     fn note_rate_limits(&self, text: &str) {
