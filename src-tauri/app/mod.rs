@@ -73,6 +73,9 @@ pub enum AppError {
 pub struct RunningRouter {
     pub addr: SocketAddr,
     pub state: ProxyState,
+    /// What the user should hear about the usage history at start (moved aside, not
+    /// recorded); the log says it too.
+    pub history_notice: Option<String>,
     shutdown: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -143,7 +146,7 @@ pub async fn start_router(settings: Settings) -> Result<RunningRouter, AppError>
         source,
     })?;
     let usage_url = settings.usage_url.clone();
-    let history = start_history(&settings, &pool_for_poll).await;
+    let (history, history_notice) = start_history(&settings, &pool_for_poll).await;
     let state = ProxyState::new(settings, addr, routing, http, history);
     let clients = (0..proxy::lanes_for_machine())
         .map(|_| http_client())
@@ -195,14 +198,19 @@ pub async fn start_router(settings: Settings) -> Result<RunningRouter, AppError>
         state,
         shutdown,
         task,
+        history_notice,
     })
 }
 
 /// The usage history beside the accounts file, fed by every usage reading that changes an
-/// account's figures. `None` (with a warning) when it cannot be opened: routing goes on.
-async fn start_history(settings: &Settings, pool: &Pool) -> Option<history::Recorder> {
+/// account's figures, and what the user should hear about it. No recorder (with the reason)
+/// when it cannot be opened: routing goes on.
+async fn start_history(
+    settings: &Settings,
+    pool: &Pool,
+) -> (Option<history::Recorder>, Option<String>) {
     if !settings.history {
-        return None;
+        return (None, None);
     }
     let path = settings
         .paths
@@ -211,33 +219,32 @@ async fn start_history(settings: &Settings, pool: &Pool) -> Option<history::Reco
     let opening = path.clone();
     let opened = tokio::task::spawn_blocking(move || {
         let (history, opened) = history::History::open(&opening, now_ms())?;
-        Ok::<_, history::HistoryError>((history::Recorder::start(history, now_ms), opened))
+        let recorder = history::Recorder::start(history, now_ms)
+            .map_err(|e| format!("cannot start its writer: {e}"));
+        Ok::<_, history::HistoryError>((recorder, opened))
     })
-    .await;
-    let recorder = match opened {
-        Ok(Ok((Ok(recorder), opened))) => {
-            if let history::Opened::MovedAside { reason, to } = opened {
-                tracing::warn!(
-                    "the usage history {} could not be used: {reason}; it was moved to {} and a new one started",
-                    path.display(),
-                    to.display()
-                );
-            }
-            recorder
+    .await
+    .map_err(|e| e.to_string())
+    .and_then(|r| r.map_err(|e| e.to_string()));
+    let (recorder, notice) = match opened {
+        Ok((Ok(recorder), history::Opened::MovedAside { reason, to })) => {
+            let notice = format!(
+                "The usage history {} could not be used: {reason}. It was moved to {} and a new one started.",
+                path.display(),
+                to.display()
+            );
+            (recorder, Some(notice))
         }
-        Ok(Ok((Err(e), _))) => {
-            tracing::warn!("the usage history is not recorded: cannot start its writer: {e}");
-            return None;
-        }
-        Ok(Err(e)) => {
-            tracing::warn!("the usage history is not recorded: {e}");
-            return None;
-        }
-        Err(e) => {
-            tracing::warn!("the usage history is not recorded: {e}");
-            return None;
+        Ok((Ok(recorder), _)) => (recorder, None),
+        Ok((Err(e), _)) | Err(e) => {
+            let notice = format!("The usage history is not recorded: {e}.");
+            tracing::warn!("{notice}");
+            return (None, Some(notice));
         }
     };
+    if let Some(notice) = &notice {
+        tracing::warn!("{notice}");
+    }
     let sink = recorder.clone();
     pool.observe_usage(std::sync::Arc::new(move |account, usage| {
         let windows = [("primary", &usage.primary), ("secondary", &usage.secondary)];
@@ -254,7 +261,7 @@ async fn start_history(settings: &Settings, pool: &Pool) -> Option<history::Reco
             }
         }
     }));
-    Some(recorder)
+    (Some(recorder), notice)
 }
 
 async fn bind(settings: &Settings) -> Result<tokio::net::TcpListener, AppError> {

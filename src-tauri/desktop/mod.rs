@@ -278,6 +278,12 @@ async fn run_router(shell: Shell, settings: Settings) {
         tray::RouterSlot::Running(router) => Some(router.state.subscribe()),
         _ => None,
     };
+    // A history moved aside (or not recorded) is said in the menu and the dashboard.
+    if let tray::RouterSlot::Running(router) = &slot {
+        if let Some(notice) = &router.history_notice {
+            lock(&shell.desktop.notice).get_or_insert_with(|| notice.clone());
+        }
+    }
     *lock(&shell.desktop.router) = slot;
     commands::changed(&shell);
     if let Some(mut changes) = changes {

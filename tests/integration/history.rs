@@ -111,6 +111,12 @@ async fn a_corrupt_history_is_moved_aside_and_the_router_serves_and_records_on()
         })
         .collect();
     assert_eq!(moved.len(), 1, "moved aside with a timestamp");
+    let notice = h.router.as_ref().and_then(|r| r.history_notice.clone());
+    let notice = notice.expect("the app is told, to say so");
+    assert!(
+        notice.contains("could not be used") && notice.contains("history.sqlite.corrupt-"),
+        "{notice}"
+    );
     assert_eq!(
         std::fs::read(moved[0].path()).unwrap(),
         garbage,
