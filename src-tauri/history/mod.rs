@@ -197,6 +197,7 @@ impl History {
                 path: path.to_path_buf(),
                 source,
             })?;
+        let _ = connection.busy_timeout(BUSY_WAIT);
         Ok(Some(History {
             connection,
             path: path.to_path_buf(),
@@ -409,10 +410,15 @@ impl History {
 }
 
 /// One sync per transaction fewer than SQLite's default: a crash may lose the last second of
-/// history, never the file.
+/// history, never the file. A reader (`cma history`, the charts) or a second router waits out
+/// a write in progress instead of failing with "database is locked".
 fn relaxed_sync(connection: &Connection) {
     let _ = connection.execute_batch("PRAGMA synchronous = NORMAL");
+    let _ = connection.busy_timeout(BUSY_WAIT);
 }
+
+/// How long a statement waits for another connection's write to finish.
+const BUSY_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Where an unusable file goes: `history.sqlite.corrupt-20261204-223000` (or `.newer-`).
 fn aside_path(path: &Path, reason: &str, now_ms: i64) -> PathBuf {
