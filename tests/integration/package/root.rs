@@ -96,9 +96,17 @@ pub(super) struct UserFiles {
 }
 
 impl UserFiles {
+    /// The usage history is a log the running app appends to: it must stay, with its mode,
+    /// but its bytes (and SQLite's passing journal) are not compared.
     pub(super) fn snapshot(&self) -> BTreeMap<PathBuf, (Vec<u8>, u32)> {
         let mut all = snapshot(&self.accounts);
         all.extend(snapshot(&self.settings));
+        all.retain(|path, _| !path.to_string_lossy().ends_with("-journal"));
+        for (path, (bytes, _)) in all.iter_mut() {
+            if path.file_name().is_some_and(|n| n == "history.sqlite") {
+                bytes.clear();
+            }
+        }
         all
     }
 }
