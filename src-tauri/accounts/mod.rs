@@ -168,7 +168,7 @@ struct PoolInner {
     /// Epoch ms of the last attempt to save tokens the store refused, to space them out.
     last_save_retry: Mutex<i64>,
     /// Told of every usage reading that changes an account's figures (the history).
-    usage_observer: Mutex<Option<UsageObserver>>,
+    usage_observer: std::sync::OnceLock<UsageObserver>,
     /// The runtime the pool was opened on, which outlives the router's lanes: token
     /// refreshes run there, so stopping the router never cuts one after its token was sent.
     home: Option<tokio::runtime::Handle>,
@@ -210,7 +210,7 @@ impl Pool {
                 state: Mutex::new(state),
                 flights: Mutex::new(HashMap::new()),
                 last_save_retry: Mutex::new(0),
-                usage_observer: Mutex::new(None),
+                usage_observer: std::sync::OnceLock::new(),
                 home: tokio::runtime::Handle::try_current().ok(),
             }),
         })
@@ -352,22 +352,14 @@ impl Pool {
     }
 
     /// Records usage learned from an answer.
-    /// Tells `observer` of every usage reading that changes an account's figures.
+    /// Tells `observer` of every usage reading that changes an account's figures (set once:
+    /// read on every answer, so without a lock).
     pub fn observe_usage(&self, observer: UsageObserver) {
-        *self
-            .inner
-            .usage_observer
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = Some(observer);
+        let _ = self.inner.usage_observer.set(observer);
     }
 
     pub fn record_usage(&self, key: &str, usage: Usage) {
-        let observer = self
-            .inner
-            .usage_observer
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        let observer = self.inner.usage_observer.get();
         let mut observed = None;
         let mut state = self.state();
         if let Some(a) = state.accounts.iter_mut().find(|a| a.key == key) {

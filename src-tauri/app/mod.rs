@@ -212,10 +212,7 @@ async fn start_history(
     if !settings.history {
         return (None, None);
     }
-    let path = settings
-        .paths
-        .accounts_file
-        .with_file_name(history::FILE_NAME);
+    let path = history::file(&settings.paths);
     let opening = path.clone();
     let opened = tokio::task::spawn_blocking(move || {
         let (history, opened) = history::History::open(&opening, now_ms())?;

@@ -5,7 +5,7 @@ use std::io::IsTerminal;
 
 use crate::accounts::now_ms;
 use crate::app::AppError;
-use crate::history::{Day, History, FILE_NAME, KEEP_DAYS};
+use crate::history::{Day, History, KEEP_DAYS};
 use crate::settings::Settings;
 
 const DAY_MS: i64 = 24 * 60 * 60 * 1000;
@@ -17,7 +17,7 @@ pub async fn run(
     days: u32,
     json: bool,
 ) -> Result<(), AppError> {
-    let path = settings.paths.accounts_file.with_file_name(FILE_NAME);
+    let path = crate::history::file(&settings.paths);
     let days = i64::from(days).clamp(1, KEEP_DAYS);
     // From the start of the first day asked for (UTC), today included.
     let since = (now_ms().div_euclid(DAY_MS) - (days - 1)) * DAY_MS;
@@ -81,28 +81,7 @@ fn table(rows: &[Day]) -> String {
             percent(d.peak_secondary),
         ]);
     }
-    let widths: Vec<usize> = (0..9)
-        .map(|c| {
-            lines
-                .iter()
-                .map(|r| r[c].chars().count())
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    lines
-        .iter()
-        .map(|r| {
-            r.iter()
-                .zip(&widths)
-                .map(|(cell, w)| format!("{cell:<w$}"))
-                .collect::<Vec<_>>()
-                .join("  ")
-                .trim_end()
-                .to_string()
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
+    super::output::align(&lines)
 }
 
 /// A sparkline needs a terminal that shows block characters: stdout a terminal and a UTF-8

@@ -59,7 +59,12 @@ pub fn accounts_table(accounts: &[AccountStatus], now_ms: i64) -> String {
             s_reset,
         ]);
     }
-    let widths: Vec<usize> = (0..8)
+    align(&rows)
+}
+
+/// Rows of cells as left-aligned columns two spaces apart, one line each.
+pub fn align<const N: usize>(rows: &[[String; N]]) -> String {
+    let widths: Vec<usize> = (0..N)
         .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
         .collect();
     rows.iter()

@@ -4,7 +4,7 @@
 
 use std::collections::HashSet;
 
-use super::notices::Notice;
+use super::notices::{name, Notice};
 use super::tray_model::countdown;
 use crate::proxy::AccountStatus;
 
@@ -14,13 +14,6 @@ use crate::proxy::AccountStatus;
 pub struct Alerts {
     told: HashSet<(String, &'static str, u8, i64)>,
     pool_told: bool,
-}
-
-fn name(a: &AccountStatus) -> String {
-    a.label
-        .clone()
-        .or_else(|| a.email.clone())
-        .unwrap_or_else(|| a.key.clone())
 }
 
 impl Alerts {

@@ -187,11 +187,7 @@ async fn recent_from_history(desktop: &Desktop) -> Option<Vec<crate::proxy::Requ
     if !desktop.settings.history {
         return None;
     }
-    let path = desktop
-        .settings
-        .paths
-        .accounts_file
-        .with_file_name(crate::history::FILE_NAME);
+    let path = crate::history::file(&desktop.settings.paths);
     let read = tokio::task::spawn_blocking(move || {
         crate::history::History::open_read_only(&path)
             .ok()??
@@ -230,11 +226,7 @@ pub struct UsageHistory {
 async fn usage_history(desktop: &Desktop) -> Reply<UsageHistory> {
     let now = crate::accounts::now_ms();
     let since = now - CHART_DAYS * 24 * 60 * 60 * 1000;
-    let path = desktop
-        .settings
-        .paths
-        .accounts_file
-        .with_file_name(crate::history::FILE_NAME);
+    let path = crate::history::file(&desktop.settings.paths);
     let read = tokio::task::spawn_blocking(move || {
         let Some(history) = crate::history::History::open_read_only(&path)? else {
             return Ok((Vec::new(), Vec::new()));

@@ -21,7 +21,8 @@ pub struct Notifier {
     all_limited_told: bool,
 }
 
-fn name(a: &AccountStatus) -> String {
+/// How an account is called in a notice: its label, else its email, else its key.
+pub(super) fn name(a: &AccountStatus) -> String {
     a.label
         .clone()
         .or_else(|| a.email.clone())

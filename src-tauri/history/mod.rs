@@ -15,6 +15,11 @@ pub use recorder::Recorder;
 
 /// The file's name, in the accounts file's folder.
 pub const FILE_NAME: &str = "history.sqlite";
+/// The history of the accounts file in `paths`: beside it.
+pub fn file(paths: &crate::paths::Paths) -> PathBuf {
+    paths.accounts_file.with_file_name(FILE_NAME)
+}
+
 /// Rows older than this are deleted (at start and once a day).
 pub const KEEP_DAYS: i64 = 90;
 const DAY_MS: i64 = 24 * 60 * 60 * 1000;

@@ -220,28 +220,16 @@ impl Settings {
                 86_400,
             )?),
             browser: get("CODEX_PROXY_BROWSER"),
-            websockets: match get("CODEX_PROXY_WEBSOCKETS").as_deref() {
-                None | Some("1" | "on" | "true") => true,
-                Some("0" | "off" | "false") => false,
-                Some(other) => {
-                    return Err(SettingsError::Invalid {
-                        name: "CODEX_PROXY_WEBSOCKETS",
-                        value: other.to_string(),
-                        reason: "use 1 (proxy WebSocket upgrades) or 0 (answer them with 426)",
-                    })
-                }
-            },
-            history: match get("CODEX_PROXY_HISTORY").as_deref() {
-                None | Some("1" | "on" | "true") => true,
-                Some("0" | "off" | "false") => false,
-                Some(other) => {
-                    return Err(SettingsError::Invalid {
-                        name: "CODEX_PROXY_HISTORY",
-                        value: other.to_string(),
-                        reason: "use 1 (keep the usage history) or 0 (keep none)",
-                    })
-                }
-            },
+            websockets: switch(
+                get("CODEX_PROXY_WEBSOCKETS"),
+                "CODEX_PROXY_WEBSOCKETS",
+                "use 1 (proxy WebSocket upgrades) or 0 (answer them with 426)",
+            )?,
+            history: switch(
+                get("CODEX_PROXY_HISTORY"),
+                "CODEX_PROXY_HISTORY",
+                "use 1 (keep the usage history) or 0 (keep none)",
+            )?,
             alert_thresholds: match get("CODEX_PROXY_ALERT_THRESHOLDS") {
                 None => vec![80, 95],
                 Some(v) => keys::percents(&v).ok_or_else(|| SettingsError::Invalid {
@@ -336,6 +324,23 @@ pub fn is_loopback_host(host: &str) -> bool {
     let bare = host.trim_start_matches('[').trim_end_matches(']');
     bare.eq_ignore_ascii_case("localhost")
         || bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// A switch that is on unless set to `0`, `off` or `false`.
+fn switch(
+    value: Option<String>,
+    name: &'static str,
+    reason: &'static str,
+) -> Result<bool, SettingsError> {
+    match value.as_deref() {
+        None | Some("1" | "on" | "true") => Ok(true),
+        Some("0" | "off" | "false") => Ok(false),
+        Some(other) => Err(SettingsError::Invalid {
+            name,
+            value: other.to_string(),
+            reason,
+        }),
+    }
 }
 
 fn trim_slash(value: Option<String>, default: &str) -> String {
