@@ -134,11 +134,14 @@ function render(status) {
 }
 
 /** The settings the dashboard offers; the rest are in `cma settings` and the file. */
-const SHOWN_SETTINGS = ["port", "token_store", "first_byte_timeout_ms", "stream_idle_timeout_ms", "binding_ttl_secs"];
+const SHOWN_SETTINGS = ["port", "token_store", "first_byte_timeout_ms", "stream_idle_timeout_ms", "binding_ttl_secs", "alert_thresholds"];
 const LABELS = {
   port: "Router port", token_store: "Token store", first_byte_timeout_ms: "First byte timeout (ms)",
   stream_idle_timeout_ms: "Stream idle timeout (ms)", binding_ttl_secs: "Session binding idle time (s)",
+  alert_thresholds: "Alert at (% used)",
 };
+/** Settings written as a list ("80,95" or "off"), not one number. */
+const LIST_SETTINGS = new Set(["alert_thresholds"]);
 /** A field the user is typing in is not redrawn under their fingers. */
 let editing = null;
 
@@ -152,7 +155,7 @@ function settingRow(s) {
   const id = `setting-${s.key}`;
   const input = s.choices.length > 0
     ? el("select", { id, name: s.key }, ...s.choices.map((c) => el("option", { value: c, text: c })))
-    : el("input", { id, name: s.key, type: "text", inputmode: "numeric", "aria-describedby": `${id}-note` });
+    : el("input", { id, name: s.key, type: "text", inputmode: LIST_SETTINGS.has(s.key) ? "text" : "numeric", "aria-describedby": `${id}-note` });
   input.value = s.value;
   input.title = s.help;
   const note = el("span", { id: `${id}-note`, class: s.restartNeeded ? "note restart" : "note", text: settingNote(s) });

@@ -6,7 +6,10 @@
 const SVG = "http://www.w3.org/2000/svg";
 const W = 640, H = 150, PAD = { left: 34, right: 8, top: 8, bottom: 20 };
 const DAY = 86400000;
-const COLORS = ["#2563eb", "#db2777", "#16a34a", "#ea580c", "#7c3aed", "#0891b2"];
+/** Account colours are the theme's (`--series-0` to `--series-5` in style.css), so each
+ * stays readable on the light and the dark card. */
+const SERIES = 6;
+const paint = (i) => `var(--series-${i % SERIES})`;
 
 function svg(tag, attrs = {}, ...children) {
   const node = document.createElementNS(SVG, tag);
@@ -29,13 +32,22 @@ function frame(label, from, to, top, unit) {
   root.append(svg("title", {}, label));
   for (const v of [0, top / 2, top]) {
     root.append(svg("line", { x1: PAD.left, x2: W - PAD.right, y1: y(v), y2: y(v), class: "grid" }));
-    root.append(text(PAD.left - 4, y(v) + 4, `${Math.round(v)}${unit}`, { class: "axis", "text-anchor": "end" }));
+    root.append(text(PAD.left - 4, y(v) + 4, `${short(v)}${unit}`, { class: "axis", "text-anchor": "end" }));
   }
   for (let t = Math.ceil(from / DAY) * DAY; t <= to; t += DAY) {
     const day = new Date(t).toISOString().slice(5, 10);
-    root.append(text(x(t), H - 4, day, { class: "axis", "text-anchor": "middle" }));
+    // A date at the right edge ends there instead of being cut in half.
+    const anchor = x(t) > W - PAD.right - 16 ? "end" : "middle";
+    root.append(text(x(t), H - 4, day, { class: "axis", "text-anchor": anchor }));
   }
   return { root, x, y };
+}
+
+/** A number that fits the axis: 292600 → "293k", 1250000 → "1.3M". */
+function short(v) {
+  if (v >= 1e6) return `${(v / 1e6).toFixed(1)}M`;
+  if (v >= 1e4) return `${Math.round(v / 1e3)}k`;
+  return `${Math.round(v)}`;
 }
 
 function path(points, x, y) {
@@ -43,7 +55,7 @@ function path(points, x, y) {
 }
 
 /** One account: both windows, resets as ticks, and the 5-hour line carried to its reset. */
-function accountChart(name, points, status, data, color) {
+function accountChart(name, points, status, data, series) {
   const windows = { primary: [], secondary: [] };
   for (const p of points) windows[p.window]?.push(p);
   const to = data.now + 5 * 3600000;
@@ -53,7 +65,7 @@ function accountChart(name, points, status, data, color) {
     const line = windows[window].map((p) => [p.at, p.usedPercent]);
     if (line.length) {
       line.push([data.now, line[line.length - 1][1]]);
-      root.append(svg("path", { d: path(line, x, y), class: `line ${window}`, stroke: color, "stroke-dasharray": dash }));
+      root.append(svg("path", { d: path(line, x, y), class: `line ${window}`, style: `stroke: ${paint(series)}`, "stroke-dasharray": dash }));
     }
     for (const p of windows[window]) if (p.resetsAt) resets.add(`${window}:${p.resetsAt}`);
   }
@@ -72,7 +84,7 @@ function accountChart(name, points, status, data, color) {
     }
     const end = Math.min(resetAt, to);
     const endValue = now.usedPercent + (atReset - now.usedPercent) * ((end - data.now) / Math.max(1, resetAt - data.now));
-    root.append(svg("path", { d: path([[data.now, now.usedPercent], [end, endValue]], x, y), class: "forecast", stroke: color }));
+    root.append(svg("path", { d: path([[data.now, now.usedPercent], [end, endValue]], x, y), class: "forecast", style: `stroke: ${paint(series)}` }));
     forecastWords = status.emptyAt
       ? ` At this pace the 5-hour window runs out before it resets.`
       : ` At this pace it reaches about ${Math.round(atReset)} % by its reset.`;
@@ -121,20 +133,28 @@ function tokensChart(days, names, data) {
     const i = names.indexOf(d.account);
     const start = Date.parse(`${d.day}T00:00:00Z`) + DAY / 2;
     const left = x(start) - (names.length * width) / 2 + i * width;
-    root.append(svg("rect", { x: left, y: y(total(d)), width: Math.max(1, width - 1), height: y(0) - y(total(d)), fill: COLORS[i % COLORS.length], class: "bar" }));
+    root.append(svg("rect", { x: left, y: y(total(d)), width: Math.max(1, width - 1), height: y(0) - y(total(d)), style: `fill: ${paint(i)}`, class: "day-bar" }));
   });
   const sums = names.map((n) => `${n} ${days.filter((d) => d.account === n).reduce((s, d) => s + total(d), 0)}`);
   const words = `Tokens served per account per day over the last 7 days (input and output): ${sums.join(", ") || "none yet"}.`;
   root.setAttribute("aria-label", words);
   root.querySelector("title").textContent = words;
-  return figure(words, root, "Tokens per day");
+  return figure(words, root, "Tokens per day", names);
 }
 
-function figure(words, chart, heading) {
+/** A chart in its card, under `heading`; with `key`, which colour is whose (accounts' order). */
+function figure(words, chart, heading, key = []) {
   const node = document.createElement("figure");
   node.className = "chart-box";
   const caption = document.createElement("figcaption");
   caption.textContent = heading;
+  key.forEach((name, i) => {
+    const item = document.createElement("span");
+    item.className = "key";
+    item.style.setProperty("--key", paint(i));
+    item.textContent = name;
+    caption.append(item);
+  });
   const said = document.createElement("p");
   said.className = "sr-only";
   said.textContent = words;
@@ -151,7 +171,7 @@ export function renderCharts(container, data) {
     data.points.filter((p) => p.account === n),
     data.accounts.find((a) => name(a) === n),
     data,
-    COLORS[i % COLORS.length],
+    i,
   ));
   figures.push(poolChart(data.points, data.accounts, data), tokensChart(data.days, names, data));
   container.replaceChildren(...figures);

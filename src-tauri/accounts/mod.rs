@@ -2,6 +2,7 @@
 //! and cooldowns, kept in step with the file that other processes may change.
 
 mod attention;
+mod pace;
 mod poll;
 mod refresh;
 mod unsaved;
@@ -14,6 +15,7 @@ use crate::oauth;
 use crate::sensitive::{AccessToken, RefreshToken};
 use crate::store::{AccountRecord, FileStamp, Store, StoreError};
 pub use attention::{deactivation_code, Attention};
+pub use pace::Pace;
 use unsaved::{keep_unsaved, memory_wins};
 pub use usage::{Usage, Window};
 
@@ -57,7 +59,7 @@ pub struct Account {
     unsaved_since: Option<i64>,
     pub usage: Option<Usage>,
     /// The first usage seen in the current 5-hour window, to measure the pace against.
-    pace_baseline: Option<(i64, f64, Option<i64>)>,
+    pace: Option<Pace>,
     /// Epoch ms until which the account rests after a transient failure.
     pub cooldown_until: i64,
 }
@@ -81,7 +83,7 @@ impl Account {
             generation: 0,
             unsaved_since: None,
             usage: None,
-            pace_baseline: None,
+            pace: None,
             cooldown_until: 0,
             record,
         }
@@ -108,18 +110,7 @@ impl Account {
     /// five minutes of it); `None` when it resets first or nothing was used.
     pub fn forecast_empty_at(&self, now_ms: i64) -> Option<i64> {
         let primary = self.usage.as_ref()?.primary.as_ref()?;
-        let (since, used_then, _) = self.pace_baseline?;
-        let elapsed = now_ms - since;
-        let used = primary.used_percent - used_then;
-        if elapsed < 5 * 60_000 || used <= 0.0 {
-            return None;
-        }
-        let empty_at =
-            now_ms + ((100.0 - primary.used_percent).max(0.0) * elapsed as f64 / used) as i64;
-        match primary.resets_at {
-            Some(reset) if reset * 1000 <= empty_at => None,
-            _ => Some(empty_at),
-        }
+        self.pace?.empty_at(primary, now_ms)
     }
 
     /// Out of service until the user signs in again: a dead sign-in or a deactivation.
@@ -358,6 +349,21 @@ impl Pool {
         let _ = self.inner.usage_observer.set(observer);
     }
 
+    /// Follows each account's 5-hour pace through earlier readings (`(display name, epoch ms,
+    /// window)`, oldest first, from the usage history), so a restart keeps the forecast.
+    /// Accounts that already read their usage since the start are left as they are.
+    pub fn restore_pace<'a>(&self, readings: impl IntoIterator<Item = (&'a str, i64, Window)>) {
+        let mut state = self.state();
+        let mut restored: HashMap<String, Pace> = HashMap::new();
+        for (name, at_ms, window) in readings {
+            let baseline = restored.get(name).copied();
+            restored.insert(name.to_string(), Pace::follow(baseline, at_ms, &window));
+        }
+        for a in state.accounts.iter_mut().filter(|a| a.pace.is_none()) {
+            a.pace = restored.get(&a.record.display_name()).copied();
+        }
+    }
+
     pub fn record_usage(&self, key: &str, usage: Usage) {
         let observer = self.inner.usage_observer.get();
         let mut observed = None;
@@ -369,14 +375,8 @@ impl Pool {
             if usage.plan.is_some() {
                 a.record.plan_type = usage.plan.clone();
             }
-            // A new window (another reset time) or a drop in usage restarts the pace.
             if let Some(p) = &usage.primary {
-                let same_window = a
-                    .pace_baseline
-                    .is_some_and(|(_, used, reset)| reset == p.resets_at && used <= p.used_percent);
-                if !same_window {
-                    a.pace_baseline = Some((usage.updated_at * 1000, p.used_percent, p.resets_at));
-                }
+                a.pace = Some(Pace::follow(a.pace, usage.updated_at * 1000, p));
             }
             a.usage = Some(usage);
         }
@@ -463,7 +463,7 @@ fn merge(old: Option<Account>, record: AccountRecord) -> Account {
             fresh.record.needs_login = old.record.needs_login;
         }
         fresh.usage = old.usage;
-        fresh.pace_baseline = old.pace_baseline;
+        fresh.pace = old.pace;
         fresh.cooldown_until = old.cooldown_until;
         fresh.record.last_used = fresh.record.last_used.max(old.record.last_used);
     }
@@ -479,40 +479,4 @@ pub fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn usage(used: f64, at_s: i64, resets_at: i64) -> Usage {
-        Usage {
-            primary: Some(Window {
-                used_percent: used,
-                window_minutes: Some(300),
-                resets_at: Some(resets_at),
-            }),
-            secondary: None,
-            plan: None,
-            updated_at: at_s,
-        }
-    }
-
-    #[test]
-    fn the_pace_forecasts_when_the_window_runs_out() {
-        let mut a = Account::from_record(AccountRecord::default());
-        let t0 = 1_000_000;
-        let reset = t0 + 5 * 3600;
-        a.pace_baseline = Some((t0 * 1000, 20.0, Some(reset)));
-        a.usage = Some(usage(30.0, t0 + 1800, reset));
-        // 10 points in 30 minutes: the 70 left last 3.5 hours, before the reset in 4.5 hours.
-        let now = (t0 + 1800) * 1000;
-        let empty = a.forecast_empty_at(now).expect("runs out first");
-        assert_eq!((empty - now) / 60_000, 210);
-        // At that pace but with the reset an hour away, it resets first.
-        a.usage = Some(usage(30.0, t0 + 1800, t0 + 3600));
-        assert_eq!(a.forecast_empty_at(now), None);
-        // Too little observed: no forecast.
-        assert_eq!(a.forecast_empty_at(t0 * 1000 + 60_000), None);
-    }
 }

@@ -202,6 +202,9 @@ pub async fn start_router(settings: Settings) -> Result<RunningRouter, AppError>
     })
 }
 
+/// How far back the pace of a 5-hour window can start.
+const PACE_LOOKBACK_MS: i64 = 5 * 60 * 60 * 1000;
+
 /// The usage history beside the accounts file, fed by every usage reading that changes an
 /// account's figures, and what the user should hear about it. No recorder (with the reason)
 /// when it cannot be opened: routing goes on.
@@ -216,15 +219,19 @@ async fn start_history(
     let opening = path.clone();
     let opened = tokio::task::spawn_blocking(move || {
         let (history, opened) = history::History::open(&opening, now_ms())?;
+        // The 5-hour windows' readings so far, for the pace forecasts to go on from.
+        let earlier = history
+            .points(now_ms() - PACE_LOOKBACK_MS)
+            .unwrap_or_default();
         let recorder = history::Recorder::start(history, now_ms)
             .map_err(|e| format!("cannot start its writer: {e}"));
-        Ok::<_, history::HistoryError>((recorder, opened))
+        Ok::<_, history::HistoryError>((recorder, opened, earlier))
     })
     .await
     .map_err(|e| e.to_string())
     .and_then(|r| r.map_err(|e| e.to_string()));
     let (recorder, notice) = match opened {
-        Ok((Ok(recorder), history::Opened::MovedAside { reason, to })) => {
+        Ok((Ok(recorder), history::Opened::MovedAside { reason, to }, _)) => {
             let notice = format!(
                 "The usage history {} could not be used: {reason}. It was moved to {} and a new one started.",
                 path.display(),
@@ -232,8 +239,18 @@ async fn start_history(
             );
             (recorder, Some(notice))
         }
-        Ok((Ok(recorder), _)) => (recorder, None),
-        Ok((Err(e), _)) | Err(e) => {
+        Ok((Ok(recorder), _, earlier)) => {
+            pool.restore_pace(earlier.iter().filter(|p| p.window == "primary").map(|p| {
+                let window = crate::accounts::Window {
+                    used_percent: p.used_percent,
+                    window_minutes: None,
+                    resets_at: p.resets_at,
+                };
+                (p.account.as_str(), p.at, window)
+            }));
+            (recorder, None)
+        }
+        Ok((Err(e), _, _)) | Err(e) => {
             let notice = format!("The usage history is not recorded: {e}.");
             tracing::warn!("{notice}");
             return (None, Some(notice));

@@ -43,6 +43,11 @@ impl Alerts {
                     .copied()
                     .filter(|t| self.told.insert((a.key.clone(), window, *t, resets)))
                     .collect();
+                // At the limit the limit's own notice says it (`notices`); the thresholds
+                // below it count as told.
+                if used >= 100.0 {
+                    continue;
+                }
                 if let Some(top) = fresh.last() {
                     let reset = if resets > 0 {
                         format!(" It resets in {}.", countdown(resets * 1000 - now_ms))
@@ -154,6 +159,14 @@ mod tests {
                 .update(&[account("a@x", 99.0, 99.0, None)], &[], NOW)
                 .is_empty(),
             "off"
+        );
+        // Straight to the limit: the limit notice tells it, not a threshold alert as well.
+        let mut b = account("b@x", 100.0, 10.0, None);
+        assert!(alerts.update(&[b.clone()], &t, NOW).is_empty());
+        b.usage.as_mut().unwrap()["primary"]["usedPercent"] = serde_json::json!(96.0);
+        assert!(
+            alerts.update(&[b], &t, NOW).is_empty(),
+            "its thresholds count as told"
         );
     }
 

@@ -163,7 +163,8 @@ pub async fn dispatch(app: &Shell, call: &str, args: Value) -> Reply<Value> {
         }
         Call::UnsetSetting { key } => {
             let paths = &app.desktop.settings.paths;
-            let outcome = app::unset_setting(paths, &environment, &key)?;
+            let mut outcome = app::unset_setting(paths, &environment, &key)?;
+            apply_live(app, &mut outcome);
             changed(app);
             serde_json::to_value(outcome).map_err(CommandError::internal)
         }
@@ -260,24 +261,48 @@ fn environment(name: &str) -> Option<String> {
 }
 
 fn settings(app: &Shell) -> SettingsStatus {
-    let running = &app.desktop.settings;
+    // What runs is what the app started with, but for the settings it applies at once.
+    let mut running = app.desktop.settings.clone();
+    running.strategy = app.desktop.snapshot().2;
+    running.alert_thresholds = super::lock(&app.desktop.alert_thresholds).clone();
     SettingsStatus {
-        overview: app::settings_view(&running.paths, &environment, Some(running)),
+        overview: app::settings_view(&running.paths, &environment, Some(&running)),
         start_at_login: autostart::is_enabled(&app.app),
     }
 }
 
-/// Writes a setting. The strategy also applies at once (the router switches it live); the
-/// rest waits for a restart, which the outcome says.
+/// Writes a setting; `apply_live` says which apply at once, the rest wait for a restart,
+/// which the outcome says.
 fn set_setting(app: &Shell, key: &str, value: &str) -> Reply<app::SetOutcome> {
-    let outcome = app::set_setting(&app.desktop.settings.paths, &environment, key, value)?;
-    if outcome.key == "strategy" && outcome.overridden_by.is_none() {
-        if let Some(strategy) = Strategy::parse(&outcome.value) {
-            apply_strategy(app, strategy);
-        }
-    }
+    let mut outcome = app::set_setting(&app.desktop.settings.paths, &environment, key, value)?;
+    apply_live(app, &mut outcome);
     changed(app);
     Ok(outcome)
+}
+
+/// The settings the app applies at once, as written or given back to the default: the
+/// strategy (the router switches it for new sessions) and the alert thresholds (read at
+/// every tray redraw). The outcome then says so instead of asking for a restart.
+fn apply_live(app: &Shell, outcome: &mut app::SetOutcome) {
+    if outcome.overridden_by.is_some() {
+        return;
+    }
+    let applied = match outcome.key {
+        "strategy" => Strategy::parse(&outcome.value)
+            .map(|strategy| apply_strategy(app, strategy))
+            .is_some(),
+        "alert_thresholds" => crate::settings::keys::percents(&outcome.value)
+            .map(|thresholds| *super::lock(&app.desktop.alert_thresholds) = thresholds)
+            .is_some(),
+        _ => false,
+    };
+    if applied && outcome.restart_needed {
+        outcome.restart_needed = false;
+        // The message's last clause is the restart; what was written stays.
+        if let Some((written, _)) = outcome.message.rsplit_once("; ") {
+            outcome.message = format!("{written}; in use now: {}", outcome.value);
+        }
+    }
 }
 
 #[derive(Serialize)]

@@ -31,6 +31,8 @@ pub struct Desktop {
     pub settings_notice: Mutex<Option<String>>,
     pub notifier: Mutex<Notifier>,
     pub alerts: Mutex<Alerts>,
+    /// The alert thresholds in use: set in the dashboard, they apply at once.
+    pub alert_thresholds: Mutex<Vec<u8>>,
     /// The dashboard process, while its window is open.
     pub dashboard: Mutex<Option<super::dashboard::Handle>>,
     /// The tray icon; touched on the main thread only.
@@ -49,6 +51,7 @@ pub enum RouterSlot {
 impl Desktop {
     pub fn new(settings: Settings) -> Desktop {
         Desktop {
+            alert_thresholds: Mutex::new(settings.alert_thresholds.clone()),
             settings,
             router: Mutex::new(RouterSlot::Starting),
             notice: Mutex::new(None),
@@ -142,7 +145,7 @@ impl Tray {
             now_ms: now_ms(),
         };
         let mut told = lock(&desktop.notifier).update(&accounts, input.now_ms);
-        let thresholds = desktop.settings.alert_thresholds.clone();
+        let thresholds = lock(&desktop.alert_thresholds).clone();
         told.extend(lock(&desktop.alerts).update(&accounts, &thresholds, input.now_ms));
         for notice in told {
             let shown = shell

@@ -287,6 +287,7 @@ async fn dashboard_settings_are_saved_to_the_file_and_bad_values_are_refused() {
     let rules = [
         ("port", "0", "from 1 to 65535"),
         ("binding_ttl_secs", "soon", "number"),
+        ("alert_thresholds", "80,120", "from 1 to 100"),
     ];
     for (field, bad, allowed) in rules {
         d.type_into(&format!("#setting-{field}"), bad)
@@ -315,6 +316,24 @@ async fn dashboard_settings_are_saved_to_the_file_and_bad_values_are_refused() {
     .await;
     let written = std::fs::read_to_string(&file).expect("settings.toml written");
     assert!(written.contains("binding_ttl_secs = 7200"), "{written}");
+
+    // The alert thresholds apply at once (the tray reads them at every redraw): no restart.
+    d.type_into("#setting-alert_thresholds", "90, 70")
+        .await
+        .unwrap();
+    let message = settings_until(&d, "thresholds in use", |s| {
+        let row = &s["rows"]["alert_thresholds"];
+        let restart = row["note"].as_str()?.contains("restart");
+        let applied = row["value"] == "70,90" && !restart && s["error"].is_null();
+        applied.then(|| s["message"].clone())
+    })
+    .await;
+    assert!(
+        message.as_str().unwrap_or("").contains("in use now: 70,90"),
+        "the page says it applies now: {message}"
+    );
+    let written = std::fs::read_to_string(&file).expect("settings.toml");
+    assert!(written.contains("alert_thresholds"), "{written}");
 
     // Start at login: the XDG entry appears under the app's HOME.
     d.click("#start-at-login", 20).await.unwrap();
@@ -391,12 +410,50 @@ async fn served(d: &Dashboard, session: &str, key: Option<&str>) {
 
 #[tokio::test]
 async fn dashboard_charts_a_runs_usage_with_resets_forecast_pool_and_tokens() {
-    let Some(d) = Dashboard::open(|fake| {
+    charts_of_a_run(None, "5-charts").await;
+}
+
+/// The same charts with GTK in its dark theme: the page follows it, and every line, bar and
+/// label keeps its contrast against the dark card.
+#[tokio::test]
+async fn dashboard_charts_are_readable_in_the_dark_theme() {
+    charts_of_a_run(Some("Adwaita:dark"), "5-charts-dark").await;
+}
+
+/// Minimum contrast (WCAG 2.1) of each kind of chart mark against the chart's card, and
+/// whether the page is in its dark scheme.
+const CONTRAST: &str = r#"
+const rgb = (s) => (s.match(/[\d.]+/g) || []).slice(0, 3).map(Number);
+const lum = (c) => c.map((v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; })
+  .reduce((sum, v, i) => sum + v * [0.2126, 0.7152, 0.0722][i], 0);
+const ratio = (a, b) => { const [x, y] = [lum(a), lum(b)].sort((p, q) => q - p); return (x + 0.05) / (y + 0.05); };
+const card = rgb(getComputedStyle(document.querySelector('#charts .chart-box')).backgroundColor);
+const worst = {};
+for (const [css, prop] of [['path.line', 'stroke'], ['path.forecast', 'stroke'], ['rect.day-bar', 'fill'],
+    ['text.axis', 'fill'], ['line.reset', 'stroke'], ['line.now', 'stroke'], ['figcaption', 'color']]) {
+  for (const el of document.querySelectorAll('#charts ' + css)) {
+    const c = ratio(rgb(getComputedStyle(el)[prop]), card);
+    worst[css] = Math.min(worst[css] ?? 99, Math.round(c * 100) / 100);
+  }
+}
+return { dark: matchMedia('(prefers-color-scheme: dark)').matches, cardLuminance: lum(card), worst };"#;
+
+/// How the charts came out: the tallest token bar's height (the plot is 122 units high) and
+/// the axis labels that stick out of their chart (640 units wide).
+const LAYOUT: &str = r#"
+const bars = [...document.querySelectorAll('#charts rect.day-bar')].map((r) => r.getBBox().height);
+const cut = [...document.querySelectorAll('#charts text.axis')].filter((t) => {
+  const b = t.getBBox(); return b.x < 0 || b.x + b.width > 640; }).map((t) => t.textContent);
+return { tallestBar: Math.max(0, ...bars), cut };"#;
+
+/// A run against the fake over six seeded days, charted, in `gtk_theme` (the default when
+/// `None`); the screenshot is `target/screenshots/dashboard-<shot>.png`.
+async fn charts_of_a_run(gtk_theme: Option<&str>, shot: &str) {
+    let prepare = |fake: &FakeOpenAi| {
         fake.set_usage("acct-a", 35.0, 12.0);
         fake.set_usage("acct-b", 70.0, 40.0);
-    })
-    .await
-    else {
+    };
+    let Some(d) = Dashboard::open_in_theme(prepare, gtk_theme).await else {
         return;
     };
     d.both_listed().await;
@@ -468,14 +525,56 @@ async fn dashboard_charts_a_runs_usage_with_resets_forecast_pool_and_tokens() {
         ("#charts svg path.line.secondary", 2),
         ("#charts svg line.reset", 2),
         ("#charts svg path.forecast", 2),
-        ("#charts svg rect.bar", 2),
+        ("#charts svg rect.day-bar", 2),
         ("#charts figure p.sr-only", 4),
     ] {
         let n = d.script(&count(css), true).await.unwrap_or(Value::Null);
         assert!(n.as_u64().unwrap_or(0) >= at_least, "{css}: {n}");
     }
-    d.script("document.querySelector('#history').scrollIntoView()", true)
-        .await
-        .ok();
-    d.finish("5-charts").await;
+    // Readable: text at least 4.5:1 against its card, lines and bars at least 3:1 (WCAG 2.1
+    // AA, 1.4.3 and 1.4.11), in the theme asked for.
+    let drawn = d.script(LAYOUT, true).await.unwrap_or(Value::Null);
+    let tallest = drawn["tallestBar"].as_f64().unwrap_or(0.0);
+    assert!(
+        tallest > 100.0,
+        "the busiest day's bar stands {tallest} of 122 high: {drawn}"
+    );
+    assert_eq!(
+        drawn["cut"],
+        json!([]),
+        "every label inside its chart: {drawn}"
+    );
+    let seen = d.script(CONTRAST, true).await.unwrap_or(Value::Null);
+    eprintln!("dashboard: chart contrast {seen}");
+    let dark = gtk_theme.is_some_and(|t| t.ends_with(":dark"));
+    assert_eq!(seen["dark"], dark, "the page follows the theme: {seen}");
+    let card = seen["cardLuminance"].as_f64().unwrap_or(-1.0);
+    assert!(
+        if dark { card < 0.1 } else { card > 0.8 },
+        "the card is {} as the theme: {seen}",
+        if dark { "dark" } else { "light" }
+    );
+    for (css, least) in [
+        ("text.axis", 4.5),
+        ("figcaption", 4.5),
+        ("path.line", 3.0),
+        ("path.forecast", 3.0),
+        ("rect.day-bar", 3.0),
+        ("line.reset", 3.0),
+        ("line.now", 3.0),
+    ] {
+        let ratio = seen["worst"][css].as_f64().unwrap_or(0.0);
+        assert!(
+            ratio >= least,
+            "{css} at {ratio}:1, at least {least}:1: {seen}"
+        );
+    }
+    // The light shot shows the accounts' charts, the dark one the pool's and the tokens'.
+    let scroll = if dark {
+        "document.querySelector('#charts figure:last-child').scrollIntoView({block: 'end'})"
+    } else {
+        "document.querySelector('#history').scrollIntoView()"
+    };
+    d.script(scroll, true).await.ok();
+    d.finish(shot).await;
 }

@@ -124,6 +124,111 @@ async fn tray_icon_shows_an_account_that_needs_a_new_login() {
     assert_eq!(told.len(), 1, "told once: {:?}", tray.notifications.all());
 }
 
+/// Alerts come before the limit, on the desktop's notification bus: the pool on pace to run
+/// out before its reset (the pace carried over a restart by the usage history), then each
+/// threshold an account crosses, once.
+#[tokio::test]
+async fn tray_alerts_warn_before_the_limit_and_when_every_account_will_run_out() {
+    let resets = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let records = |fake: &FakeOpenAi| {
+        let records = two_accounts(fake);
+        // An hour ago A stood at 10 % and B at 20 % of the same 5-hour windows (as the
+        // history below says); now 60 % and 70 %: A's 40 % left lasts 48 minutes at that
+        // pace and B's 30 % 36, both before their resets in 2 hours.
+        fake.set_usage("acct-a", 60.0, 10.0);
+        fake.set_usage("acct-b", 70.0, 20.0);
+        *resets.lock().unwrap() = vec![
+            ("a@example.com", 10.0, fake.primary_reset_at("acct-a")),
+            ("b@example.com", 20.0, fake.primary_reset_at("acct-b")),
+        ];
+        records
+    };
+    let earlier = |home: &std::path::Path| {
+        use router::history::{Entry, History, UsageReading, FILE_NAME};
+        let now = router::accounts::now_ms();
+        let path = home.parent().expect("the accounts' folder").join(FILE_NAME);
+        let (mut history, _) = History::open(&path, now).expect("a history");
+        let entries: Vec<Entry> = (resets.lock().unwrap().iter())
+            .map(|(account, used, reset)| {
+                Entry::Usage(UsageReading {
+                    at: now - 3_600_000,
+                    account: account.to_string(),
+                    window: "primary",
+                    used_percent: *used,
+                    window_minutes: Some(300),
+                    resets_at: Some(*reset),
+                })
+            })
+            .collect();
+        history.record(&entries).expect("seeded");
+    };
+    let Some(tray) = Tray::start_in(records, None, earlier).await else {
+        return;
+    };
+    tray.usage_known().await;
+    let pool = "Every account will run out before its reset at this pace";
+    let told = wait_for("the pool alert", || {
+        let told = tray.notifications.titled(pool);
+        (!told.is_empty()).then_some(told)
+    })
+    .await;
+    // The last one out is A, in 48 minutes (a minute less by the time it is read).
+    let body = &told[0].1;
+    assert!(
+        body.contains("runs out in 47m") || body.contains("runs out in 48m"),
+        "says when: {body}"
+    );
+    assert!(
+        tray.notifications
+            .all()
+            .iter()
+            .all(|(t, _)| !t.contains(" used ")),
+        "no threshold is crossed at 60 % and 70 %: {:?}",
+        tray.notifications.all()
+    );
+
+    // Both pass 80 %: the account that serves reads it and is told once, at 80 %.
+    tray.fake.set_usage("acct-a", 85.0, 10.0);
+    tray.fake.set_usage("acct-b", 86.0, 20.0);
+    let response = tray.request("alerts-1").await;
+    let served = served_by(&response);
+    let _ = response.bytes().await;
+    let name = if served == "acct-a" {
+        "a@example.com"
+    } else {
+        "b@example.com"
+    };
+    let eighty = format!("{name} used 80 % of its 5-hour limit");
+    let told = wait_for("the 80 % alert", || {
+        let told = tray.notifications.titled(&eighty);
+        (!told.is_empty()).then_some(told)
+    })
+    .await;
+    assert!(told[0].1.starts_with("Now at 8"), "says how far: {told:?}");
+    // Served again at the same figures: not told again. Then 96 %: told at 95 % only.
+    let account = if served == "acct-a" {
+        "acct-a"
+    } else {
+        "acct-b"
+    };
+    let _ = tray.request("alerts-1").await.bytes().await;
+    tray.fake.set_usage(account, 96.0, 30.0);
+    let _ = tray.request("alerts-1").await.bytes().await;
+    let ninety_five = format!("{name} used 95 % of its 5-hour limit");
+    wait_for("the 95 % alert", || {
+        (!tray.notifications.titled(&ninety_five).is_empty()).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let all = tray.notifications.all();
+    let count = |title: &str| all.iter().filter(|(t, _)| t == title).count();
+    assert_eq!(
+        (count(pool), count(&eighty), count(&ninety_five)),
+        (1, 1, 1),
+        "each told once: {all:?}"
+    );
+}
+
 #[tokio::test]
 async fn tray_icon_says_when_another_program_holds_the_router_port() {
     let squatter = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");

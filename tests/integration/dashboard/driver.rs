@@ -123,6 +123,15 @@ pub(crate) struct Dashboard {
 
 impl Dashboard {
     pub(crate) async fn open(prepare: impl FnOnce(&FakeOpenAi)) -> Option<Dashboard> {
+        Dashboard::open_in_theme(prepare, None).await
+    }
+
+    /// As `open`, with GTK (and so the page's `prefers-color-scheme`) in `gtk_theme`, such as
+    /// `Adwaita:dark`.
+    pub(crate) async fn open_in_theme(
+        prepare: impl FnOnce(&FakeOpenAi),
+        gtk_theme: Option<&str>,
+    ) -> Option<Dashboard> {
         let webdriver = webdriver_binary()?;
         crate::tray::tools_present()?;
         let _turn = ONE_APP.lock().await;
@@ -167,6 +176,9 @@ impl Dashboard {
             ("NO_COLOR", "1".into()),
         ] {
             env.insert(name.to_string(), value);
+        }
+        if let Some(theme) = gtk_theme {
+            env.insert("GTK_THEME".to_string(), theme.to_string());
         }
         for name in PASSED_ON.split(' ') {
             if let Ok(value) = std::env::var(name) {

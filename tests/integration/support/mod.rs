@@ -256,6 +256,14 @@ impl FakeOpenAi {
         usage.secondary_percent = secondary_used_percent;
     }
 
+    /// When the account's 5-hour window resets, in epoch seconds, as every answer says.
+    pub fn primary_reset_at(&self, account_id: &str) -> i64 {
+        lock(&self.shared)
+            .account(account_id)
+            .usage
+            .primary_reset_at
+    }
+
     /// The latest tokens of the account's latest sign-in, after any rotation.
     pub fn current_tokens(&self, account_id: &str) -> IssuedTokens {
         lock(&self.shared).current_tokens(account_id)
