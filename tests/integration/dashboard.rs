@@ -420,6 +420,57 @@ async fn dashboard_charts_are_readable_in_the_dark_theme() {
     charts_of_a_run(Some("Adwaita:dark"), "5-charts-dark").await;
 }
 
+/// A history file that is not a database: the page says it was moved aside, the run is
+/// recorded in a new one and charted.
+#[tokio::test]
+async fn dashboard_says_an_unreadable_history_was_moved_aside_and_records_anew() {
+    let junk = |dir: &std::path::Path| {
+        std::fs::write(dir.join("history.sqlite"), b"not a database, ".repeat(512))
+            .expect("junk history");
+    };
+    let Some(d) = Dashboard::open_as(|_| {}, None, junk).await else {
+        return;
+    };
+    let notice = d
+        .until("the history notice", 10, |s| {
+            s["notice"].as_str().map(str::to_string)
+        })
+        .await;
+    assert!(
+        notice.contains("could not be used") && notice.contains("history.sqlite.corrupt-"),
+        "says what happened and where the file went: {notice}"
+    );
+    let moved: Vec<_> = std::fs::read_dir(d.dir.path())
+        .expect("the folder")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("history.sqlite.corrupt-"))
+        .collect();
+    assert_eq!(moved.len(), 1, "moved aside once: {moved:?}");
+    let kept = std::fs::read(d.dir.path().join(&moved[0])).expect("the old file");
+    assert_eq!(kept, b"not a database, ".repeat(512), "moved untouched");
+    served(&d, "after-junk", None).await;
+    let labels_js = "return [...document.querySelectorAll('#charts svg')]\
+        .map(s => s.getAttribute('aria-label'))";
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let found = d.script(labels_js, true).await.unwrap_or(Value::Null);
+        let tokens = found
+            .as_array()
+            .and_then(|a| a.last())
+            .and_then(Value::as_str);
+        if tokens.is_some_and(|t| t.contains("a@example.com 1238")) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the new history charts the run: {found}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    d.finish("8-history-moved-aside").await;
+}
+
 /// Minimum contrast (WCAG 2.1) of each kind of chart mark against the chart's card, and
 /// whether the page is in its dark scheme.
 const CONTRAST: &str = r#"
@@ -453,7 +504,7 @@ async fn charts_of_a_run(gtk_theme: Option<&str>, shot: &str) {
         fake.set_usage("acct-a", 35.0, 12.0);
         fake.set_usage("acct-b", 70.0, 40.0);
     };
-    let Some(d) = Dashboard::open_in_theme(prepare, gtk_theme).await else {
+    let Some(d) = Dashboard::open_as(prepare, gtk_theme, |_| {}).await else {
         return;
     };
     d.both_listed().await;

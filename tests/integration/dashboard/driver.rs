@@ -123,14 +123,15 @@ pub(crate) struct Dashboard {
 
 impl Dashboard {
     pub(crate) async fn open(prepare: impl FnOnce(&FakeOpenAi)) -> Option<Dashboard> {
-        Dashboard::open_in_theme(prepare, None).await
+        Dashboard::open_as(prepare, None, |_| {}).await
     }
 
     /// As `open`, with GTK (and so the page's `prefers-color-scheme`) in `gtk_theme`, such as
-    /// `Adwaita:dark`.
-    pub(crate) async fn open_in_theme(
+    /// `Adwaita:dark`, and `files` given the folder of the accounts file before the app starts.
+    pub(crate) async fn open_as(
         prepare: impl FnOnce(&FakeOpenAi),
         gtk_theme: Option<&str>,
+        files: impl FnOnce(&std::path::Path),
     ) -> Option<Dashboard> {
         let webdriver = webdriver_binary()?;
         crate::tray::tools_present()?;
@@ -142,6 +143,7 @@ impl Dashboard {
         let records: Vec<Value> = [A, B].iter().map(|a| register(&fake, a)).collect();
         write_accounts(&dir.path().join("openai-accounts.json"), &records);
         prepare(&fake);
+        files(dir.path());
         // The "browser": follows the issuer's redirect to the app's callback.
         let browser = dir.path().join("browser.sh");
         // It waits (at most 20 s) while a `hold` file exists: a test can act mid-login.
