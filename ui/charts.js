@@ -11,6 +11,10 @@ const DAY = 86400000;
 const SERIES = 6;
 const paint = (i) => `var(--series-${i % SERIES})`;
 
+/** Accounts are told apart by key (a renamed account stays one, two workspaces of one email
+ * stay two); rows from before keys were kept go by the name they were written under. */
+const series = (row) => row.key ?? row.account;
+
 function svg(tag, attrs = {}, ...children) {
   const node = document.createElementNS(SVG, tag);
   for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
@@ -55,7 +59,7 @@ function path(points, x, y) {
 }
 
 /** One account: both windows, resets as ticks, and the 5-hour line carried to its reset. */
-function accountChart(name, points, status, data, series) {
+function accountChart(name, points, status, data, shade) {
   const windows = { primary: [], secondary: [] };
   for (const p of points) windows[p.window]?.push(p);
   const to = data.now + 5 * 3600000;
@@ -65,7 +69,7 @@ function accountChart(name, points, status, data, series) {
     const line = windows[window].map((p) => [p.at, p.usedPercent]);
     if (line.length) {
       line.push([data.now, line[line.length - 1][1]]);
-      root.append(svg("path", { d: path(line, x, y), class: `line ${window}`, style: `stroke: ${paint(series)}`, "stroke-dasharray": dash }));
+      root.append(svg("path", { d: path(line, x, y), class: `line ${window}`, style: `stroke: ${paint(shade)}`, "stroke-dasharray": dash }));
     }
     for (const p of windows[window]) if (p.resetsAt) resets.add(`${window}:${p.resetsAt}`);
   }
@@ -84,7 +88,7 @@ function accountChart(name, points, status, data, series) {
     }
     const end = Math.min(resetAt, to);
     const endValue = now.usedPercent + (atReset - now.usedPercent) * ((end - data.now) / Math.max(1, resetAt - data.now));
-    root.append(svg("path", { d: path([[data.now, now.usedPercent], [end, endValue]], x, y), class: "forecast", style: `stroke: ${paint(series)}` }));
+    root.append(svg("path", { d: path([[data.now, now.usedPercent], [end, endValue]], x, y), class: "forecast", style: `stroke: ${paint(shade)}` }));
     forecastWords = status.emptyAt
       ? ` At this pace the 5-hour window runs out before it resets.`
       : ` At this pace it reaches about ${Math.round(atReset)} % by its reset.`;
@@ -104,7 +108,7 @@ function poolChart(points, accounts, data) {
   const latest = new Map();
   const steps = [];
   for (const p of points.filter((p) => p.window === "primary")) {
-    latest.set(p.account, p.usedPercent);
+    latest.set(series(p), p.usedPercent);
     const room = [...latest.values()].reduce((sum, used) => sum + (100 - used), 0);
     steps.push([p.at, room]);
   }
@@ -123,19 +127,20 @@ function poolChart(points, accounts, data) {
   return figure(words, root, "Pool headroom (5-hour, summed)");
 }
 
-/** Tokens served per account per day, side by side. */
-function tokensChart(days, names, data) {
+/** Tokens served per account per day, side by side; `ids` in the accounts' order, `names`
+ * what each is called. */
+function tokensChart(days, ids, names, data) {
   const total = (d) => d.inputTokens + d.outputTokens;
   const top = Math.max(1, ...days.map(total));
   const { root, x, y } = frame("", data.since, data.now + DAY / 2, top, "");
   const width = ((W - PAD.left - PAD.right) / 8) / Math.max(1, names.length);
   days.forEach((d) => {
-    const i = names.indexOf(d.account);
+    const i = ids.indexOf(series(d));
     const start = Date.parse(`${d.day}T00:00:00Z`) + DAY / 2;
     const left = x(start) - (names.length * width) / 2 + i * width;
     root.append(svg("rect", { x: left, y: y(total(d)), width: Math.max(1, width - 1), height: y(0) - y(total(d)), style: `fill: ${paint(i)}`, class: "day-bar" }));
   });
-  const sums = names.map((n) => `${n} ${days.filter((d) => d.account === n).reduce((s, d) => s + total(d), 0)}`);
+  const sums = ids.map((id, i) => `${names[i]} ${days.filter((d) => series(d) === id).reduce((s, d) => s + total(d), 0)}`);
   const words = `Tokens served per account per day over the last 7 days (input and output): ${sums.join(", ") || "none yet"}.`;
   root.setAttribute("aria-label", words);
   root.querySelector("title").textContent = words;
@@ -164,15 +169,25 @@ function figure(words, chart, heading, key = []) {
 
 /** Draws every chart of `data` (the `usage_history` command's answer) into `container`. */
 export function renderCharts(container, data) {
-  const name = (a) => a.label ?? a.email ?? a.key;
-  const names = [...new Set([...data.accounts.map(name), ...data.points.map((p) => p.account)])];
-  const figures = names.map((n, i) => accountChart(
-    n,
-    data.points.filter((p) => p.account === n),
-    data.accounts.find((a) => name(a) === n),
+  const ids = [...new Set([...data.accounts.map((a) => a.key), ...data.points.map(series), ...data.days.map(series)])];
+  // What each is called: as the account list says now, else as the history last wrote it.
+  const called = ids.map((id) => {
+    const a = data.accounts.find((x) => x.key === id);
+    if (a) return a.label ?? a.email ?? a.key;
+    const day = data.days.find((d) => series(d) === id);
+    if (day) return day.account;
+    const points = data.points.filter((p) => series(p) === id);
+    return points.length ? points[points.length - 1].account : id;
+  });
+  // Two accounts called alike (one email, two workspaces) are told apart by their keys.
+  const names = called.map((n, i) => called.filter((m) => m === n).length > 1 ? `${n} (${ids[i]})` : n);
+  const figures = ids.map((id, i) => accountChart(
+    names[i],
+    data.points.filter((p) => series(p) === id),
+    data.accounts.find((a) => a.key === id),
     data,
     i,
   ));
-  figures.push(poolChart(data.points, data.accounts, data), tokensChart(data.days, names, data));
+  figures.push(poolChart(data.points, data.accounts, data), tokensChart(data.days, ids, names, data));
   container.replaceChildren(...figures);
 }

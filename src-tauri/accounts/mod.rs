@@ -165,8 +165,9 @@ struct PoolInner {
     home: Option<tokio::runtime::Handle>,
 }
 
-/// Called with an account's display name and a usage reading that changed its figures.
-pub type UsageObserver = Arc<dyn Fn(&str, &Usage) + Send + Sync>;
+/// Called with an account's key, its display name and a usage reading that changed its
+/// figures.
+pub type UsageObserver = Arc<dyn Fn(&str, &str, &Usage) + Send + Sync>;
 
 /// The shared pool; clones are cheap handles to the same accounts.
 #[derive(Clone)]
@@ -349,18 +350,18 @@ impl Pool {
         let _ = self.inner.usage_observer.set(observer);
     }
 
-    /// Follows each account's 5-hour pace through earlier readings (`(display name, epoch ms,
+    /// Follows each account's 5-hour pace through earlier readings (`(account key, epoch ms,
     /// window)`, oldest first, from the usage history), so a restart keeps the forecast.
     /// Accounts that already read their usage since the start are left as they are.
     pub fn restore_pace<'a>(&self, readings: impl IntoIterator<Item = (&'a str, i64, Window)>) {
         let mut state = self.state();
         let mut restored: HashMap<String, Pace> = HashMap::new();
-        for (name, at_ms, window) in readings {
-            let baseline = restored.get(name).copied();
-            restored.insert(name.to_string(), Pace::follow(baseline, at_ms, &window));
+        for (key, at_ms, window) in readings {
+            let baseline = restored.get(key).copied();
+            restored.insert(key.to_string(), Pace::follow(baseline, at_ms, &window));
         }
         for a in state.accounts.iter_mut().filter(|a| a.pace.is_none()) {
-            a.pace = restored.get(&a.record.display_name()).copied();
+            a.pace = restored.get(&a.key).copied();
         }
     }
 
@@ -382,7 +383,7 @@ impl Pool {
         }
         drop(state);
         if let (Some(observer), Some((name, usage))) = (observer, observed) {
-            observer(&name, &usage);
+            observer(key, &name, &usage);
         }
     }
 

@@ -217,8 +217,17 @@ async fn start_history(
     }
     let path = history::file(&settings.paths);
     let opening = path.clone();
+    let accounts: Vec<(String, String)> = pool
+        .accounts()
+        .iter()
+        .map(|a| (a.key.clone(), a.record.display_name()))
+        .collect();
     let opened = tokio::task::spawn_blocking(move || {
-        let (history, opened) = history::History::open(&opening, now_ms())?;
+        let (mut history, opened) = history::History::open(&opening, now_ms())?;
+        // Rows from before keys were kept join their account's series.
+        if let Err(e) = history.adopt_names(&accounts) {
+            tracing::warn!("the usage history's older rows keep their names only: {e}");
+        }
         // The 5-hour windows' readings so far, for the pace forecasts to go on from.
         let earlier = history
             .points(now_ms() - PACE_LOOKBACK_MS)
@@ -240,13 +249,15 @@ async fn start_history(
             (recorder, Some(notice))
         }
         Ok((Ok(recorder), _, earlier)) => {
-            pool.restore_pace(earlier.iter().filter(|p| p.window == "primary").map(|p| {
+            // Readings from before keys were kept are not matched to an account.
+            let keyed = earlier.iter().filter(|p| p.window == "primary");
+            pool.restore_pace(keyed.filter_map(|p| {
                 let window = crate::accounts::Window {
                     used_percent: p.used_percent,
                     window_minutes: None,
                     resets_at: p.resets_at,
                 };
-                (p.account.as_str(), p.at, window)
+                Some((p.key.as_deref()?, p.at, window))
             }));
             (recorder, None)
         }
@@ -260,13 +271,14 @@ async fn start_history(
         tracing::warn!("{notice}");
     }
     let sink = recorder.clone();
-    pool.observe_usage(std::sync::Arc::new(move |account, usage| {
+    pool.observe_usage(std::sync::Arc::new(move |key, account, usage| {
         let windows = [("primary", &usage.primary), ("secondary", &usage.secondary)];
         for (window, reading) in windows {
             if let Some(w) = reading {
                 sink.record(history::Entry::Usage(history::UsageReading {
                     at: usage.updated_at * 1000,
                     account: account.to_string(),
+                    key: key.to_string(),
                     window,
                     used_percent: w.used_percent,
                     window_minutes: w.window_minutes,

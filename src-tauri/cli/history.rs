@@ -137,6 +137,7 @@ mod tests {
         Day {
             day: day.to_string(),
             account: account.to_string(),
+            key: None,
             requests: 3,
             failed: 1,
             input_tokens: 1234,

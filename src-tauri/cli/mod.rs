@@ -142,7 +142,7 @@ enum Command {
     },
     /// The usage history: each account's requests, tokens and highest usage per day.
     History {
-        /// Only this account (its email, or the name it is shown by).
+        /// Only this account: its key, its email, or any name it was shown by.
         #[arg(long)]
         account: Option<String>,
         /// How many days back, today included (1 to 90).

@@ -201,6 +201,7 @@ async fn recent_from_history(desktop: &Desktop) -> Option<Vec<crate::proxy::Requ
             .map(|r| crate::proxy::RequestRecord {
                 at: r.at,
                 account: r.account,
+                key: r.key,
                 model: r.model,
                 status: r.status,
                 first_byte_ms: r.first_byte_ms,

@@ -24,8 +24,12 @@ pub fn file(paths: &crate::paths::Paths) -> PathBuf {
 pub const KEEP_DAYS: i64 = 90;
 const DAY_MS: i64 = 24 * 60 * 60 * 1000;
 /// `PRAGMA user_version` of the tables below; a file with a higher one is from a newer release.
-const SCHEMA_VERSION: i64 = 1;
+/// Version 1 had no `account_key`: its rows are told apart by the account's name alone.
+const SCHEMA_VERSION: i64 = 2;
 
+/// Every row names its account twice: `account_key` (the pool's key, the same however the
+/// account is labelled, and different for two workspaces of one email) to tell accounts apart,
+/// and `account` (its name as shown then) to show.
 const SCHEMA: &str = "
 CREATE TABLE usage (
     at INTEGER NOT NULL,
@@ -33,7 +37,8 @@ CREATE TABLE usage (
     window TEXT NOT NULL,
     used_percent REAL NOT NULL,
     window_minutes INTEGER,
-    resets_at INTEGER
+    resets_at INTEGER,
+    account_key TEXT
 );
 CREATE INDEX usage_at ON usage (at);
 CREATE TABLE requests (
@@ -41,7 +46,8 @@ CREATE TABLE requests (
     account TEXT,
     model TEXT NOT NULL,
     status INTEGER NOT NULL,
-    first_byte_ms REAL NOT NULL
+    first_byte_ms REAL NOT NULL,
+    account_key TEXT
 );
 CREATE INDEX requests_at ON requests (at);
 CREATE TABLE tokens (
@@ -49,9 +55,17 @@ CREATE TABLE tokens (
     account TEXT NOT NULL,
     input_tokens INTEGER NOT NULL,
     output_tokens INTEGER NOT NULL,
-    cached_tokens INTEGER NOT NULL
+    cached_tokens INTEGER NOT NULL,
+    account_key TEXT
 );
 CREATE INDEX tokens_at ON tokens (at);
+";
+
+/// From version 1: the key column, empty in the rows already there.
+const MIGRATE_FROM_1: &str = "
+ALTER TABLE usage ADD COLUMN account_key TEXT;
+ALTER TABLE requests ADD COLUMN account_key TEXT;
+ALTER TABLE tokens ADD COLUMN account_key TEXT;
 ";
 
 #[derive(Debug, thiserror::Error)]
@@ -94,6 +108,8 @@ pub enum Opened {
 pub struct UsageReading {
     pub at: i64,
     pub account: String,
+    /// The pool's key of the account.
+    pub key: String,
     /// `primary` (5 hours) or `secondary` (weekly).
     pub window: &'static str,
     pub used_percent: f64,
@@ -108,6 +124,8 @@ pub struct RequestOutcome {
     pub at: i64,
     /// The account's display name; `None` when no account served.
     pub account: Option<String>,
+    /// The pool's key of that account.
+    pub key: Option<String>,
     pub model: String,
     pub status: u16,
     pub first_byte_ms: f64,
@@ -118,6 +136,8 @@ pub struct RequestOutcome {
 pub struct Tokens {
     pub at: i64,
     pub account: String,
+    /// The pool's key of the account.
+    pub key: String,
     pub input: i64,
     pub output: i64,
     pub cached: i64,
@@ -137,6 +157,8 @@ pub enum Entry {
 pub struct Point {
     pub at: i64,
     pub account: String,
+    /// The pool's key; `None` in rows written before keys were kept.
+    pub key: Option<String>,
     pub window: String,
     pub used_percent: f64,
     /// Epoch seconds.
@@ -149,7 +171,10 @@ pub struct Point {
 pub struct Day {
     /// `YYYY-MM-DD`.
     pub day: String,
+    /// The account's latest name in the history.
     pub account: String,
+    /// The pool's key; `None` for an account known by rows written before keys were kept.
+    pub key: Option<String>,
     pub requests: i64,
     pub failed: i64,
     pub input_tokens: i64,
@@ -227,7 +252,13 @@ impl History {
                 "a newer release wrote it (version {version}; this one reads {SCHEMA_VERSION})"
             ));
         }
-        if version < SCHEMA_VERSION {
+        if version == 1 {
+            connection
+                .execute_batch(&format!(
+                    "BEGIN; {MIGRATE_FROM_1} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+                ))
+                .map_err(|e| format!("it could not be brought up to date ({e})"))?;
+        } else if version < SCHEMA_VERSION {
             return Err(format!(
                 "it has no tables of this release (version {version})"
             ));
@@ -271,13 +302,22 @@ impl History {
         let tx = self.connection.transaction().map_err(HistoryError::Write)?;
         {
             let mut usage = tx
-                .prepare_cached("INSERT INTO usage VALUES (?1, ?2, ?3, ?4, ?5, ?6)")
+                .prepare_cached(
+                    "INSERT INTO usage (at, account, window, used_percent, window_minutes, \
+                     resets_at, account_key) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )
                 .map_err(HistoryError::Write)?;
             let mut requests = tx
-                .prepare_cached("INSERT INTO requests VALUES (?1, ?2, ?3, ?4, ?5)")
+                .prepare_cached(
+                    "INSERT INTO requests (at, account, model, status, first_byte_ms, \
+                     account_key) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )
                 .map_err(HistoryError::Write)?;
             let mut tokens = tx
-                .prepare_cached("INSERT INTO tokens VALUES (?1, ?2, ?3, ?4, ?5)")
+                .prepare_cached(
+                    "INSERT INTO tokens (at, account, input_tokens, output_tokens, \
+                     cached_tokens, account_key) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )
                 .map_err(HistoryError::Write)?;
             for entry in entries {
                 match entry {
@@ -287,23 +327,50 @@ impl History {
                         u.window,
                         u.used_percent,
                         u.window_minutes,
-                        u.resets_at
+                        u.resets_at,
+                        u.key
                     ]),
                     Entry::Request(r) => requests.execute(params![
                         r.at,
                         r.account,
                         r.model,
                         r.status,
-                        r.first_byte_ms
+                        r.first_byte_ms,
+                        r.key
                     ]),
                     Entry::Tokens(t) => {
-                        tokens.execute(params![t.at, t.account, t.input, t.output, t.cached])
+                        tokens.execute(params![t.at, t.account, t.input, t.output, t.cached, t.key])
                     }
                 }
                 .map_err(HistoryError::Write)?;
             }
         }
         tx.commit().map_err(HistoryError::Write)
+    }
+
+    /// Gives rows written before keys were kept the key of the account that bears their name
+    /// now, when only one of `accounts` (`(key, display name)`) does; returns how many rows.
+    pub fn adopt_names(&mut self, accounts: &[(String, String)]) -> Result<usize, HistoryError> {
+        let tx = self.connection.transaction().map_err(HistoryError::Write)?;
+        let mut adopted = 0;
+        for (key, name) in accounts {
+            if accounts.iter().filter(|(_, n)| n == name).count() > 1 {
+                continue;
+            }
+            for table in ["usage", "requests", "tokens"] {
+                adopted += tx
+                    .execute(
+                        &format!(
+                            "UPDATE {table} SET account_key = ?1 \
+                             WHERE account_key IS NULL AND account = ?2"
+                        ),
+                        params![key, name],
+                    )
+                    .map_err(HistoryError::Write)?;
+            }
+        }
+        tx.commit().map_err(HistoryError::Write)?;
+        Ok(adopted)
     }
 
     /// Deletes what is older than `KEEP_DAYS`; returns how many rows went.
@@ -324,7 +391,7 @@ impl History {
         let mut query = self
             .connection
             .prepare(
-                "SELECT at, account, model, status, first_byte_ms FROM requests \
+                "SELECT at, account, model, status, first_byte_ms, account_key FROM requests \
                  ORDER BY at DESC, rowid DESC LIMIT ?1",
             )
             .map_err(HistoryError::Read)?;
@@ -336,6 +403,7 @@ impl History {
                     model: row.get(2)?,
                     status: row.get(3)?,
                     first_byte_ms: row.get(4)?,
+                    key: row.get(5)?,
                 })
             })
             .map_err(HistoryError::Read)?;
@@ -347,7 +415,7 @@ impl History {
         let mut query = self
             .connection
             .prepare(
-                "SELECT at, account, window, used_percent, resets_at FROM usage \
+                "SELECT at, account, window, used_percent, resets_at, account_key FROM usage \
                  WHERE at >= ?1 ORDER BY at, rowid",
             )
             .map_err(HistoryError::Read)?;
@@ -359,58 +427,102 @@ impl History {
                     window: row.get(2)?,
                     used_percent: row.get(3)?,
                     resets_at: row.get(4)?,
+                    key: row.get(5)?,
                 })
             })
             .map_err(HistoryError::Read)?;
         rows.collect::<Result<_, _>>().map_err(HistoryError::Read)
     }
 
-    /// Each account's days (UTC) since `since_ms`, oldest first; only `account` when given.
+    /// Each account's days (UTC) since `since_ms`, oldest first, under the account's latest
+    /// name; only the account whose key or any name is `account`, when given. Accounts are
+    /// told apart by key, so a renamed one stays one account and two workspaces of one email
+    /// stay two (rows from before keys were kept go by name).
     pub fn days(&self, since_ms: i64, account: Option<&str>) -> Result<Vec<Day>, HistoryError> {
+        const SERIES: &str = "COALESCE(account_key, account)";
         let mut query = self
             .connection
-            .prepare(
+            .prepare(&format!(
                 "WITH r AS (
-                    SELECT at / 86400000 AS d, account, COUNT(*) AS n,
-                        SUM(status >= 400) AS failed
-                    FROM requests WHERE at >= ?1 AND account IS NOT NULL GROUP BY d, account),
+                    SELECT at / 86400000 AS d, {SERIES} AS s, MAX(account_key) AS k,
+                        COUNT(*) AS n, SUM(status >= 400) AS failed
+                    FROM requests WHERE at >= ?1 AND account IS NOT NULL GROUP BY d, s),
                 t AS (
-                    SELECT at / 86400000 AS d, account, SUM(input_tokens) AS i,
-                        SUM(output_tokens) AS o, SUM(cached_tokens) AS c
-                    FROM tokens WHERE at >= ?1 GROUP BY d, account),
+                    SELECT at / 86400000 AS d, {SERIES} AS s, MAX(account_key) AS k,
+                        SUM(input_tokens) AS i, SUM(output_tokens) AS o, SUM(cached_tokens) AS c
+                    FROM tokens WHERE at >= ?1 GROUP BY d, s),
                 u AS (
-                    SELECT at / 86400000 AS d, account,
+                    SELECT at / 86400000 AS d, {SERIES} AS s, MAX(account_key) AS k,
                         MAX(CASE WHEN window = 'primary' THEN used_percent END) AS p,
-                        MAX(CASE WHEN window = 'secondary' THEN used_percent END) AS s
-                    FROM usage WHERE at >= ?1 GROUP BY d, account),
-                k AS (SELECT d, account FROM r UNION SELECT d, account FROM u
-                    UNION SELECT d, account FROM t)
-                SELECT k.d, k.account, COALESCE(r.n, 0), COALESCE(r.failed, 0),
-                    COALESCE(t.i, 0), COALESCE(t.o, 0), COALESCE(t.c, 0), u.p, u.s
-                FROM k LEFT JOIN r ON r.d = k.d AND r.account = k.account
-                    LEFT JOIN t ON t.d = k.d AND t.account = k.account
-                    LEFT JOIN u ON u.d = k.d AND u.account = k.account
-                WHERE ?2 IS NULL OR k.account = ?2
-                ORDER BY k.d, k.account",
-            )
+                        MAX(CASE WHEN window = 'secondary' THEN used_percent END) AS w
+                    FROM usage WHERE at >= ?1 GROUP BY d, s),
+                days AS (SELECT d, s FROM r UNION SELECT d, s FROM u UNION SELECT d, s FROM t)
+                SELECT days.d, days.s, COALESCE(r.k, t.k, u.k), COALESCE(r.n, 0),
+                    COALESCE(r.failed, 0), COALESCE(t.i, 0), COALESCE(t.o, 0), COALESCE(t.c, 0),
+                    u.p, u.w
+                FROM days LEFT JOIN r ON r.d = days.d AND r.s = days.s
+                    LEFT JOIN t ON t.d = days.d AND t.s = days.s
+                    LEFT JOIN u ON u.d = days.d AND u.s = days.s
+                ORDER BY days.d, days.s"
+            ))
             .map_err(HistoryError::Read)?;
         let rows = query
-            .query_map(params![since_ms, account], |row| {
+            .query_map(params![since_ms], |row| {
                 let day: i64 = row.get(0)?;
                 Ok(Day {
                     day: time::date(day * DAY_MS),
                     account: row.get(1)?,
-                    requests: row.get(2)?,
-                    failed: row.get(3)?,
-                    input_tokens: row.get(4)?,
-                    output_tokens: row.get(5)?,
-                    cached_tokens: row.get(6)?,
-                    peak_primary: row.get(7)?,
-                    peak_secondary: row.get(8)?,
+                    key: row.get(2)?,
+                    requests: row.get(3)?,
+                    failed: row.get(4)?,
+                    input_tokens: row.get(5)?,
+                    output_tokens: row.get(6)?,
+                    cached_tokens: row.get(7)?,
+                    peak_primary: row.get(8)?,
+                    peak_secondary: row.get(9)?,
                 })
             })
             .map_err(HistoryError::Read)?;
-        rows.collect::<Result<_, _>>().map_err(HistoryError::Read)
+        let mut days: Vec<Day> = rows.collect::<Result<_, _>>().map_err(HistoryError::Read)?;
+        // Each account's names, the one used last coming last.
+        let mut query = self
+            .connection
+            .prepare(&format!(
+                "SELECT s, account FROM (
+                    SELECT {SERIES} AS s, account, at FROM usage WHERE at >= ?1
+                    UNION ALL SELECT {SERIES}, account, at FROM tokens WHERE at >= ?1
+                    UNION ALL SELECT {SERIES}, account, at FROM requests
+                        WHERE at >= ?1 AND account IS NOT NULL)
+                GROUP BY s, account ORDER BY MAX(at)"
+            ))
+            .map_err(HistoryError::Read)?;
+        let names = query
+            .query_map(params![since_ms], |row| Ok((row.get(0)?, row.get(1)?)))
+            .map_err(HistoryError::Read)?
+            .collect::<Result<Vec<(String, String)>, _>>()
+            .map_err(HistoryError::Read)?;
+        let mut latest: std::collections::HashMap<&str, &str> = Default::default();
+        for (series, name) in &names {
+            latest.insert(series, name);
+        }
+        if let Some(wanted) = account {
+            let named = |series: &str| {
+                series == wanted || names.iter().any(|(s, n)| s == series && n == wanted)
+            };
+            days.retain(|d| named(&d.account));
+        }
+        // Two accounts under one name (two workspaces of one email) are told apart by key.
+        let shared = |name: &str| latest.values().filter(|n| **n == name).count() > 1;
+        for d in &mut days {
+            if let Some(name) = latest.get(d.account.as_str()) {
+                d.account = match &d.key {
+                    Some(key) if shared(name) => format!("{name} ({key})"),
+                    _ => name.to_string(),
+                };
+            }
+        }
+        days.sort_by(|a, b| (&a.day, &a.account).cmp(&(&b.day, &b.account)));
+        Ok(days)
     }
 }
 

@@ -2,10 +2,20 @@ use super::*;
 
 const NOW: i64 = 1_796_423_405_000; // 2026-12-04T22:30:05Z
 
+/// The key the helpers below give an account named `account`.
+fn key(account: &str) -> String {
+    format!("id-{account}/u")
+}
+
 fn usage(at: i64, account: &str, window: &'static str, used: f64) -> Entry {
+    usage_as(at, &key(account), account, window, used)
+}
+
+fn usage_as(at: i64, key: &str, account: &str, window: &'static str, used: f64) -> Entry {
     Entry::Usage(UsageReading {
         at,
         account: account.to_string(),
+        key: key.to_string(),
         window,
         used_percent: used,
         window_minutes: Some(300),
@@ -17,6 +27,7 @@ fn request(at: i64, account: &str, status: u16) -> Entry {
     Entry::Request(RequestOutcome {
         at,
         account: Some(account.to_string()),
+        key: Some(key(account)),
         model: "gpt-5.5".to_string(),
         status,
         first_byte_ms: 12.5,
@@ -24,9 +35,14 @@ fn request(at: i64, account: &str, status: u16) -> Entry {
 }
 
 fn tokens(at: i64, account: &str, input: i64, output: i64, cached: i64) -> Entry {
+    tokens_as(at, &key(account), account, input, output, cached)
+}
+
+fn tokens_as(at: i64, key: &str, account: &str, input: i64, output: i64, cached: i64) -> Entry {
     Entry::Tokens(Tokens {
         at,
         account: account.to_string(),
+        key: key.to_string(),
         input,
         output,
         cached,
@@ -215,4 +231,149 @@ fn the_recorder_writes_what_it_is_given() {
     assert_eq!(recorder.counts(), (100, 0));
     let read = History::open_read_only(&path).unwrap().unwrap();
     assert_eq!(read.recent_requests(1000).unwrap().len(), 100);
+}
+
+#[test]
+fn an_account_is_one_account_by_its_key_whatever_its_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut history, _) = History::open(&dir.path().join(FILE_NAME), NOW).unwrap();
+    let yesterday = NOW - DAY_MS;
+    history
+        .record(&[
+            // Labelled "work" today: yesterday's rows under its email are the same account.
+            usage_as(yesterday, "acct-1/u", "a@example.com", "primary", 30.0),
+            tokens_as(yesterday, "acct-1/u", "a@example.com", 100, 10, 0),
+            tokens_as(NOW - 1000, "acct-1/u", "work", 7, 3, 0),
+            // A team workspace of the same email: another account.
+            tokens_as(NOW, "acct-2/u", "a@example.com", 50, 5, 0),
+        ])
+        .unwrap();
+    let days = history.days(NOW - 7 * DAY_MS, None).unwrap();
+    let seen: Vec<(&str, &str, i64)> = days
+        .iter()
+        .map(|d| (d.day.as_str(), d.account.as_str(), d.input_tokens))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("2026-12-03", "work", 100),
+            ("2026-12-04", "a@example.com", 50),
+            ("2026-12-04", "work", 7),
+        ],
+        "one series per key, under its latest name"
+    );
+    assert_eq!(days[0].key.as_deref(), Some("acct-1/u"));
+    // Asked for by any of its names or its key: the whole account, and only it.
+    for wanted in ["work", "acct-1/u"] {
+        let only = history.days(NOW - 7 * DAY_MS, Some(wanted)).unwrap();
+        assert_eq!(only.len(), 2, "{wanted}: {only:?}");
+        assert!(only.iter().all(|d| d.key.as_deref() == Some("acct-1/u")));
+    }
+    let by_email = history
+        .days(NOW - 7 * DAY_MS, Some("a@example.com"))
+        .unwrap();
+    assert_eq!(
+        by_email.len(),
+        3,
+        "both accounts were called that: {by_email:?}"
+    );
+}
+
+#[test]
+fn two_accounts_with_one_name_are_told_apart_by_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut history, _) = History::open(&dir.path().join(FILE_NAME), NOW).unwrap();
+    history
+        .record(&[
+            tokens_as(NOW - 5, "personal/u", "a@example.com", 1, 0, 0),
+            tokens_as(NOW, "team/u", "a@example.com", 2, 0, 0),
+        ])
+        .unwrap();
+    let names: Vec<String> = history
+        .days(NOW - DAY_MS, None)
+        .unwrap()
+        .into_iter()
+        .map(|d| d.account)
+        .collect();
+    assert_eq!(
+        names,
+        ["a@example.com (personal/u)", "a@example.com (team/u)"]
+    );
+}
+
+#[test]
+fn a_history_from_the_first_release_is_brought_up_to_date_not_moved_aside() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(FILE_NAME);
+    {
+        // The tables as release 1 made them, with one day of rows.
+        let old = Connection::open(&path).unwrap();
+        old.execute_batch(
+            "CREATE TABLE usage (at INTEGER NOT NULL, account TEXT NOT NULL,
+                window TEXT NOT NULL, used_percent REAL NOT NULL, window_minutes INTEGER,
+                resets_at INTEGER);
+             CREATE TABLE requests (at INTEGER NOT NULL, account TEXT, model TEXT NOT NULL,
+                status INTEGER NOT NULL, first_byte_ms REAL NOT NULL);
+             CREATE TABLE tokens (at INTEGER NOT NULL, account TEXT NOT NULL,
+                input_tokens INTEGER NOT NULL, output_tokens INTEGER NOT NULL,
+                cached_tokens INTEGER NOT NULL);
+             PRAGMA user_version = 1;",
+        )
+        .unwrap();
+        old.execute(
+            "INSERT INTO tokens VALUES (?1, 'a@example.com', 40, 4, 0)",
+            [NOW - DAY_MS],
+        )
+        .unwrap();
+    }
+    let (mut history, opened) = History::open(&path, NOW).unwrap();
+    assert_eq!(opened, Opened::Existing, "kept, not moved aside");
+    history
+        .record(&[tokens_as(NOW, "acct-1/u", "a@example.com", 2, 1, 0)])
+        .unwrap();
+    let days = history.days(NOW - 7 * DAY_MS, None).unwrap();
+    let seen: Vec<(i64, Option<&str>)> = days
+        .iter()
+        .map(|d| (d.input_tokens, d.key.as_deref()))
+        .collect();
+    assert_eq!(seen, [(40, None), (2, Some("acct-1/u"))], "{days:?}");
+    // At start the router gives the old rows the key of the account bearing their name.
+    let accounts = [("acct-1/u".to_string(), "a@example.com".to_string())];
+    assert_eq!(history.adopt_names(&accounts).unwrap(), 1);
+    let days = history.days(NOW - 7 * DAY_MS, None).unwrap();
+    let seen: Vec<(&str, i64)> = days
+        .iter()
+        .map(|d| (d.account.as_str(), d.input_tokens))
+        .collect();
+    assert_eq!(
+        seen,
+        [("a@example.com", 40), ("a@example.com", 2)],
+        "{days:?}"
+    );
+    assert!(days.iter().all(|d| d.key.as_deref() == Some("acct-1/u")));
+    // A name two accounts bear is left alone.
+    let two = [
+        ("p/u".to_string(), "b@example.com".to_string()),
+        ("t/u".to_string(), "b@example.com".to_string()),
+    ];
+    let unkeyed = "INSERT INTO tokens (at, account, input_tokens, output_tokens, cached_tokens) \
+                   VALUES (?1, 'b@example.com', 1, 0, 0)";
+    history.connection.execute(unkeyed, [NOW]).unwrap();
+    assert_eq!(history.adopt_names(&two).unwrap(), 0);
+    let one = [two[0].clone()];
+    assert_eq!(
+        history.adopt_names(&one).unwrap(),
+        1,
+        "adopted once it is one's"
+    );
+    let version: i64 = Connection::open(&path)
+        .unwrap()
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, SCHEMA_VERSION);
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        1,
+        "nothing moved aside"
+    );
 }

@@ -240,6 +240,7 @@ async fn run(
                 state.record_request(super::RequestRecord {
                     at: now,
                     account: Some(name),
+                    key: Some(account.clone()),
                     model: model.to_string(),
                     status: response.status().as_u16(),
                     first_byte_ms: started.elapsed().as_secs_f64() * 1000.0,
@@ -256,6 +257,7 @@ async fn run(
     state.record_request(super::RequestRecord {
         at: now_ms(),
         account: None,
+        key: None,
         model: model.to_string(),
         status: response.status().as_u16(),
         first_byte_ms: started.elapsed().as_secs_f64() * 1000.0,

@@ -45,6 +45,9 @@ pub struct RequestRecord {
     /// Epoch ms.
     pub at: i64,
     pub account: Option<String>,
+    /// The pool's key of that account, which the history tells accounts apart by.
+    #[serde(default)]
+    pub key: Option<String>,
     pub model: String,
     pub status: u16,
     pub first_byte_ms: f64,
@@ -111,6 +114,7 @@ impl ProxyState {
                 crate::history::RequestOutcome {
                     at: record.at,
                     account: record.account.clone(),
+                    key: record.key.clone(),
                     model: record.model.clone(),
                     status: record.status,
                     first_byte_ms: record.first_byte_ms,

@@ -345,7 +345,9 @@ async fn open_stream(
                     // A stream that ends at once (a prewarm) completes here.
                     let event = &held[event];
                     if let Some(history) = history.filter(|_| names(event, COMPLETED)) {
-                        if let Some(tokens) = completed_tokens(event, &pool.display_name(account)) {
+                        if let Some(tokens) =
+                            completed_tokens(event, account, &pool.display_name(account))
+                        {
                             history.record(Entry::Tokens(tokens));
                         }
                     }
@@ -426,7 +428,8 @@ impl Scanner {
                 let now = crate::accounts::now_ms() / 1000;
                 record_event_limits(pool, account, event, now);
             } else if let Some(history) = history.as_ref().filter(|_| names(event, COMPLETED)) {
-                if let Some(tokens) = completed_tokens(event, &pool.display_name(account)) {
+                if let Some(tokens) = completed_tokens(event, account, &pool.display_name(account))
+                {
                     history.record(Entry::Tokens(tokens));
                 }
             }
@@ -446,12 +449,12 @@ fn names(event: &[u8], name: &[u8]) -> bool {
 }
 
 /// The token counts of a `response.completed` event (`response.usage`), for the history.
-fn completed_tokens(event: &[u8], account: &str) -> Option<Tokens> {
-    tokens_of(&sse::event_json(event)?, account)
+fn completed_tokens(event: &[u8], key: &str, account: &str) -> Option<Tokens> {
+    tokens_of(&sse::event_json(event)?, key, account)
 }
 
 /// The token counts of a `response.completed` event's JSON (over HTTP or WebSocket).
-pub(super) fn tokens_of(json: &Value, account: &str) -> Option<Tokens> {
+pub(super) fn tokens_of(json: &Value, key: &str, account: &str) -> Option<Tokens> {
     if json.get("type").and_then(Value::as_str) != Some("response.completed") {
         return None;
     }
@@ -460,6 +463,7 @@ pub(super) fn tokens_of(json: &Value, account: &str) -> Option<Tokens> {
     Some(Tokens {
         at: crate::accounts::now_ms(),
         account: account.to_string(),
+        key: key.to_string(),
         input: count(usage.get("input_tokens")),
         output: count(usage.get("output_tokens")),
         cached: count(

@@ -358,7 +358,8 @@ fn seed_last_week(d: &Dashboard) {
     let (mut history, _) = History::open(&path, now).expect("the app's history");
     let hour = 3_600_000;
     let mut entries = Vec::new();
-    for (account, pace) in [("a@example.com", 14.0), ("b@example.com", 9.0)] {
+    // A was labelled "personal" until today: its week is still A's.
+    for (key, account, pace) in [(KEY_A, "personal", 14.0), (KEY_B, "b@example.com", 9.0)] {
         for h in (12..=6 * 24).rev() {
             let at = now - h * hour;
             let in_window = (6 * 24 - h) % 5;
@@ -367,6 +368,7 @@ fn seed_last_week(d: &Dashboard) {
                 Entry::Usage(UsageReading {
                     at,
                     account: account.to_string(),
+                    key: key.to_string(),
                     window,
                     used_percent: used_percent.min(100.0),
                     window_minutes: None,
@@ -380,6 +382,7 @@ fn seed_last_week(d: &Dashboard) {
                 entries.push(Entry::Tokens(Tokens {
                     at,
                     account: account.to_string(),
+                    key: key.to_string(),
                     input: (pace * 20_000.0) as i64,
                     output: (pace * 900.0) as i64,
                     cached: (pace * 12_000.0) as i64,

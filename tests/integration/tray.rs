@@ -138,8 +138,8 @@ async fn tray_alerts_warn_before_the_limit_and_when_every_account_will_run_out()
         fake.set_usage("acct-a", 60.0, 10.0);
         fake.set_usage("acct-b", 70.0, 20.0);
         *resets.lock().unwrap() = vec![
-            ("a@example.com", 10.0, fake.primary_reset_at("acct-a")),
-            ("b@example.com", 20.0, fake.primary_reset_at("acct-b")),
+            ("acct-a/user-acct-a", 10.0, fake.primary_reset_at("acct-a")),
+            ("acct-b/user-acct-b", 20.0, fake.primary_reset_at("acct-b")),
         ];
         records
     };
@@ -149,10 +149,12 @@ async fn tray_alerts_warn_before_the_limit_and_when_every_account_will_run_out()
         let path = home.parent().expect("the accounts' folder").join(FILE_NAME);
         let (mut history, _) = History::open(&path, now).expect("a history");
         let entries: Vec<Entry> = (resets.lock().unwrap().iter())
-            .map(|(account, used, reset)| {
+            .map(|(key, used, reset)| {
                 Entry::Usage(UsageReading {
                     at: now - 3_600_000,
-                    account: account.to_string(),
+                    // Labelled otherwise then: the pace is the account's, by its key.
+                    account: "earlier label".to_string(),
+                    key: key.to_string(),
                     window: "primary",
                     used_percent: *used,
                     window_minutes: Some(300),

@@ -131,8 +131,7 @@ impl Session {
                     last = Some(failure);
                 }
                 Opened::Refused(response) => {
-                    let name = routing.pool.display_name(&account);
-                    return self.answer(response, model, Some(name), started).await;
+                    return self.answer(response, model, Some(account), started).await;
                 }
                 Opened::NoWebSocket => {
                     self.close_client(CLOSE_RESTART, "the upstream refuses WebSocket; use HTTP")
@@ -201,8 +200,7 @@ impl Session {
                 Failure::ForeignContent { replay } => {
                     self.link = Some(link);
                     let response = upstream::replayed(replay);
-                    let name = state.routing().pool.display_name(&account);
-                    return self.answer(response, model, Some(name), started).await;
+                    return self.answer(response, model, Some(account), started).await;
                 }
                 failure => {
                     note_failure(&state, &account, model, &failure, now_ms());

@@ -296,6 +296,7 @@ impl Session {
             self.state.record_request(RequestRecord {
                 at: now,
                 account: Some(name),
+                key: Some(link.account.clone()),
                 model: model.to_string(),
                 status: opening.status,
                 first_byte_ms,
@@ -402,7 +403,7 @@ impl Session {
             return;
         };
         let name = self.state.routing().pool.display_name(&link.account);
-        if let Some(tokens) = super::super::upstream::tokens_of(&json, &name) {
+        if let Some(tokens) = super::super::upstream::tokens_of(&json, &link.account, &name) {
             history.record(crate::history::Entry::Tokens(tokens));
         }
     }
@@ -421,13 +422,17 @@ impl Session {
         &mut self,
         response: Response,
         model: &str,
-        account: Option<String>,
+        key: Option<String>,
         started: Instant,
     ) -> Flow {
         let status = response.status().as_u16();
+        let account = key
+            .as_ref()
+            .map(|k| self.state.routing().pool.display_name(k));
         self.state.record_request(RequestRecord {
             at: now_ms(),
             account,
+            key,
             model: model.to_string(),
             status,
             first_byte_ms: started.elapsed().as_secs_f64() * 1000.0,
