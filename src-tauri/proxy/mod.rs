@@ -11,6 +11,7 @@ pub mod moves;
 mod pooled;
 mod sse;
 mod status;
+mod stream;
 mod upstream;
 mod websocket;
 

@@ -232,7 +232,7 @@ async fn step(state: &ProxyState, account: &str, text: &str) -> Result<Step, Fai
     }
     match sse::classify_opening(&json, now_s) {
         SseOpening::Preamble => {
-            upstream::record_rate_limits(&state.routing().pool, account, &json, now_s);
+            super::super::stream::record_rate_limits(&state.routing().pool, account, &json, now_s);
             Ok(Step::Preamble)
         }
         SseOpening::Proceed => Ok(Step::Output {

@@ -403,7 +403,7 @@ impl Session {
             return;
         };
         let name = self.state.routing().pool.display_name(&link.account);
-        if let Some(tokens) = super::super::upstream::tokens_of(&json, &link.account, &name) {
+        if let Some(tokens) = super::super::stream::tokens_of(&json, &link.account, &name) {
             history.record(crate::history::Entry::Tokens(tokens));
         }
     }
@@ -413,7 +413,7 @@ impl Session {
             return;
         };
         let pool = &self.state.routing().pool;
-        super::super::upstream::record_rate_limits(pool, &link.account, &json, now_ms() / 1000);
+        super::super::stream::record_rate_limits(pool, &link.account, &json, now_ms() / 1000);
     }
 
     /// An HTTP answer of the router (or a replayed upstream one) as an error frame; the
