@@ -421,10 +421,12 @@ impl Pool {
         }
     }
 
+    /// The account served: its last use is now, and any rest after an error is over.
     pub fn mark_used(&self, key: &str, now_ms: i64) {
         let mut state = self.state();
         if let Some(a) = state.accounts.iter_mut().find(|a| a.key == key) {
             a.record.last_used = Some(now_ms);
+            a.cooldown_until = 0;
         }
     }
 }

@@ -107,7 +107,11 @@ pub(super) fn next_account(
     tried: &HashSet<String>,
 ) -> Option<String> {
     match forced {
-        Some(key) => (usable(state, key, model) && !tried.contains(key)).then(|| key.to_string()),
+        // A pinned account that only rests after an error is tried once all the same.
+        Some(key) => ((usable(state, key, model)
+            || tried.is_empty() && resting(state, key, model))
+            && !tried.contains(key))
+        .then(|| key.to_string()),
         None => state
             .routing()
             .account_for(identity, model, now_ms(), tried),
@@ -121,6 +125,20 @@ pub(super) fn usable(state: &ProxyState, key: &str, model: &str) -> bool {
     accounts
         .iter()
         .any(|a| a.key == key && availability(a, model, now) == Availability::Ok)
+}
+
+/// Whether the account `key` only rests after an error (it is not limited, disabled or
+/// signed out): worth a try when nothing else can serve.
+pub(super) fn resting(state: &ProxyState, key: &str, model: &str) -> bool {
+    let now = now_ms();
+    let accounts = state.routing().pool.accounts();
+    accounts.iter().any(|a| {
+        a.key == key
+            && matches!(
+                availability(a, model, now),
+                Availability::CoolingDown { .. }
+            )
+    })
 }
 
 /// Logs a session's move from `from` to `to` and lists it in `/status`.

@@ -90,6 +90,31 @@ pub fn choose_account(
     Some(chosen.key.clone())
 }
 
+/// The account to try when none can serve but some only rest after errors: the session's
+/// own (`bound`) when it is one of them, else the one whose rest ends first. Limited, disabled
+/// and signed-out accounts are never tried this way: their answer is known.
+pub fn first_awake(
+    accounts: &[Account],
+    bound: Option<&str>,
+    model: &str,
+    now_ms: i64,
+) -> Option<String> {
+    let resting: Vec<&Account> = accounts
+        .iter()
+        .filter(|a| {
+            matches!(
+                availability(a, model, now_ms),
+                Availability::CoolingDown { .. }
+            )
+        })
+        .collect();
+    resting
+        .iter()
+        .find(|a| Some(a.key.as_str()) == bound)
+        .or_else(|| resting.iter().min_by_key(|a| a.cooldown_until))
+        .map(|a| a.key.clone())
+}
+
 /// Headroom left, counting a window that resets soon as partly free already: an account at
 /// 90 % whose 5-hour window resets in ten minutes beats one at 60 % for the rest of the week.
 fn hybrid_score(account: &Account, now_ms: i64) -> f64 {
@@ -209,6 +234,34 @@ mod tests {
             choose(&all, Strategy::Sticky, None).as_deref(),
             Some("ok/u")
         );
+    }
+
+    #[test]
+    fn with_every_account_resting_the_first_to_wake_is_tried() {
+        let (mut a, mut b, mut c) = (account("a"), account("b"), account("c"));
+        a.cooldown_until = NOW + 30_000;
+        b.cooldown_until = NOW + 10_000;
+        c.record.rate_limit_resets.insert("gpt-5.5".into(), NOW + 1);
+        let all = [a, b, c];
+        assert_eq!(
+            choose(&all, Strategy::Sticky, None),
+            None,
+            "none is available"
+        );
+        let first = |bound| first_awake(&all, bound, "gpt-5.5", NOW);
+        assert_eq!(first(None).as_deref(), Some("b/u"), "rests the shortest");
+        assert_eq!(
+            first(Some("a/u")).as_deref(),
+            Some("a/u"),
+            "the session's own"
+        );
+        assert_eq!(
+            first(Some("c/u")).as_deref(),
+            Some("b/u"),
+            "never a limited one"
+        );
+        let limited = [all[2].clone()];
+        assert_eq!(first_awake(&limited, None, "gpt-5.5", NOW), None);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 pub use bindings::Bindings;
-pub use choice::{availability, choose_account, Availability};
+pub use choice::{availability, choose_account, first_awake, Availability};
 pub use session::RequestIdentity;
 
 use crate::accounts::Pool;
@@ -84,7 +84,16 @@ impl Routing {
             model,
             now_ms,
             tried,
-        )?;
+        );
+        // Every account that could serve rests after errors (a moment's outage answered them
+        // all): refusing every request until the rests end would fail Codex while the upstream
+        // may be back, so a request that has tried nothing yet tries the first to wake.
+        let Some(chosen) = chosen else {
+            return tried
+                .is_empty()
+                .then(|| first_awake(&accounts, bound.as_deref(), model, now_ms))
+                .flatten();
+        };
         self.cursor.store(cursor, Ordering::Relaxed);
         match identity.session.as_deref() {
             // A concurrent first request may have bound the session meanwhile: follow it.

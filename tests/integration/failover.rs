@@ -267,6 +267,43 @@ async fn a_5xx_from_every_account_is_passed_on_for_codex_to_retry() {
     assert_eq!(response.status(), 502);
 }
 
+/// A moment's outage answered every account with an error, and each now rests: the next
+/// request is not turned away for the rest of the rest but tries the account that wakes
+/// first, which then serves again like any other.
+#[tokio::test]
+async fn after_every_account_failed_once_the_next_request_is_tried_not_refused() {
+    let h = Harness::start(&[A, B]).await;
+    for id in ["acct-a", "acct-b"] {
+        h.fake.push_behaviour(
+            id,
+            Behaviour::Status {
+                status: 503,
+                body: serde_json::json!({"error": {"message": "upstream connect error"}}),
+            },
+        );
+    }
+    let response = h.respond("s1").await;
+    assert_eq!(response.status(), 503, "both tried, the error passed on");
+    assert_eq!(h.model_requests().len(), 2);
+    // The upstream is back: the next request is served, by the account that rested first.
+    let response = h.respond("s2").await;
+    assert_eq!(response.status(), 200, "tried, not refused while resting");
+    assert_eq!(served_by(&response), "acct-a");
+    let _ = event_types(response).await;
+    assert_eq!(h.model_requests().len(), 3, "one try");
+    // Serving ended its rest: another session is served by it at once.
+    let response = h.respond("s3").await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(served_by(&response), "acct-a");
+    let status: Value = h.status().await;
+    let a = &status["accounts"][0];
+    assert_eq!(a["state"], "ok", "A is in service again: {a}");
+    assert_eq!(
+        status["accounts"][1]["state"], "cooling-down",
+        "B still rests"
+    );
+}
+
 #[tokio::test]
 async fn request_errors_are_not_retried_on_other_accounts() {
     let h = Harness::start(&[A, B]).await;

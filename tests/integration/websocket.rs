@@ -278,6 +278,52 @@ async fn all_accounts_limited_gives_one_429_error_frame_and_the_socket_stays_usa
     assert!(!ws.closed);
 }
 
+/// Every account answered a moment's 503 and rests: the socket's next request is tried, not
+/// refused until the rests end.
+#[tokio::test]
+async fn after_every_account_failed_once_the_sockets_next_request_is_tried() {
+    let h = Harness::start(&[A, B]).await;
+    for id in ["acct-a", "acct-b"] {
+        h.fake.push_behaviour(
+            id,
+            Behaviour::Status {
+                status: 503,
+                body: json!({"error": {"message": "upstream connect error"}}),
+            },
+        );
+    }
+    let mut ws = connect(&h, "ws-outage").await;
+    let events = ws.create(&codex_body("ws-outage", "gpt-5.5")).await;
+    assert_eq!(types(&events), ["error"], "{events:?}");
+    assert_eq!(events[0]["status"], 503, "{events:?}");
+    assert!(!ws.closed);
+    let again = ws.create(&codex_body("ws-outage", "gpt-5.5")).await;
+    assert_eq!(
+        types(&again).last().copied(),
+        Some("response.completed"),
+        "the upstream is back and the request is tried: {again:?}"
+    );
+    // Both rest again (an HTTP request met the outage): the socket's own account, though
+    // resting, is tried rather than the request refused.
+    for id in ["acct-a", "acct-b"] {
+        h.fake.push_behaviour(
+            id,
+            Behaviour::Status {
+                status: 503,
+                body: json!({"error": {"message": "upstream connect error"}}),
+            },
+        );
+    }
+    assert_eq!(h.respond("http-outage").await.status(), 503);
+    let third = ws.create(&codex_body("ws-outage", "gpt-5.5")).await;
+    assert_eq!(
+        types(&third).last().copied(),
+        Some("response.completed"),
+        "tried on its resting account: {third:?}"
+    );
+    assert!(!ws.closed);
+}
+
 #[tokio::test]
 async fn a_session_whose_account_becomes_limited_is_closed_with_1012_and_moves() {
     let h = Harness::start(&[A, B]).await;

@@ -8,7 +8,7 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use super::super::forward::{
-    exhausted, move_reason, next_account, note_failure, record_move, usable, FORCE_HEADER,
+    exhausted, move_reason, next_account, note_failure, record_move, resting, usable, FORCE_HEADER,
 };
 use super::super::moves::History;
 use super::super::upstream::{self, Failure};
@@ -155,7 +155,11 @@ impl Session {
     ) -> Flow {
         let state = self.state.clone();
         let account = link.account.clone();
-        if !usable(&state, &account, model) {
+        // A link whose account only rests after an error serves on when no other account
+        // could: trying it beats refusing until the rest ends.
+        let worth_a_try =
+            || resting(&state, &account, model) && !another_account(&state, &account, model);
+        if !usable(&state, &account, model) && !worth_a_try() {
             return self
                 .leave(&account, Some(link), &frame, model, identity, None, started)
                 .await;
