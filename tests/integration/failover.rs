@@ -302,6 +302,16 @@ async fn after_every_account_failed_once_the_next_request_is_tried_not_refused()
         status["accounts"][1]["state"], "cooling-down",
         "B still rests"
     );
+    // Pinned to B (as `cma smoke --all-accounts` does), it is tried though it rests.
+    let pinned = [
+        ("session-id", "s4"),
+        ("x-cma-account", "acct-b/user-acct-b"),
+    ];
+    let response = h
+        .post("/v1/responses", &codex_body("s4", "gpt-5.5"), &pinned)
+        .await;
+    assert_eq!(response.status(), 200, "the pinned account is tried");
+    assert_eq!(served_by(&response), "acct-b");
 }
 
 #[tokio::test]
