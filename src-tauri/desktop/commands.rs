@@ -337,11 +337,10 @@ fn dashboard_status(desktop: &Desktop) -> DashboardStatus {
         recent,
         codex_config: config.path().display().to_string(),
         codex_configured: configured,
-        notice: desktop
-            .notice
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone(),
+        // The settings file's problems have their own place in the page; the history's not.
+        notice: super::lock(&desktop.notice)
+            .clone()
+            .or_else(|| super::lock(&desktop.history_notice).clone()),
         now: crate::accounts::now_ms(),
     }
 }

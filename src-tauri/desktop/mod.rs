@@ -281,7 +281,7 @@ async fn run_router(shell: Shell, settings: Settings) {
     // A history moved aside (or not recorded) is said in the menu and the dashboard.
     if let tray::RouterSlot::Running(router) = &slot {
         if let Some(notice) = &router.history_notice {
-            lock(&shell.desktop.notice).get_or_insert_with(|| notice.clone());
+            *lock(&shell.desktop.history_notice) = Some(notice.clone());
         }
     }
     *lock(&shell.desktop.router) = slot;

@@ -29,6 +29,9 @@ pub struct Desktop {
     pub notice: Mutex<Option<String>>,
     /// What is wrong with `settings.toml`, shown while no other notice is.
     pub settings_notice: Mutex<Option<String>>,
+    /// A usage history moved aside or not recorded, shown while no passing notice is (a
+    /// login's outcome does not end it).
+    pub history_notice: Mutex<Option<String>>,
     pub notifier: Mutex<Notifier>,
     pub alerts: Mutex<Alerts>,
     /// The alert thresholds in use: set in the dashboard, they apply at once.
@@ -56,6 +59,7 @@ impl Desktop {
             router: Mutex::new(RouterSlot::Starting),
             notice: Mutex::new(None),
             settings_notice: Mutex::new(None),
+            history_notice: Mutex::new(None),
             notifier: Mutex::new(Notifier::default()),
             alerts: Mutex::new(Alerts::default()),
             dashboard: Mutex::new(None),
@@ -135,7 +139,9 @@ impl Tray {
         let desktop = &shell.desktop;
         let (router, accounts, strategy) = desktop.snapshot();
         let notice = lock(&desktop.notice).clone();
-        let notice = notice.or_else(|| lock(&desktop.settings_notice).clone());
+        let notice = notice
+            .or_else(|| lock(&desktop.settings_notice).clone())
+            .or_else(|| lock(&desktop.history_notice).clone());
         let input = TrayInput {
             router: &router,
             accounts: &accounts,

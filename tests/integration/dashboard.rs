@@ -431,7 +431,7 @@ async fn dashboard_says_an_unreadable_history_was_moved_aside_and_records_anew()
         std::fs::write(dir.join("history.sqlite"), b"not a database, ".repeat(512))
             .expect("junk history");
     };
-    let Some(d) = Dashboard::open_as(|_| {}, None, junk).await else {
+    let Some(d) = Dashboard::open_as(c_signs_in_next, None, junk).await else {
         return;
     };
     let notice = d
@@ -452,6 +452,16 @@ async fn dashboard_says_an_unreadable_history_was_moved_aside_and_records_anew()
     assert_eq!(moved.len(), 1, "moved aside once: {moved:?}");
     let kept = std::fs::read(d.dir.path().join(&moved[0])).expect("the old file");
     assert_eq!(kept, b"not a database, ".repeat(512), "moved untouched");
+    // A login's notices come and go; the history's is said again after them.
+    d.click("#add-account", 20).await.unwrap();
+    d.until("account C", 10, |s| row(s, KEY_C).map(drop)).await;
+    let after = d
+        .until("the history notice again", 10, |s| {
+            let n = s["notice"].as_str()?;
+            n.contains("could not be used").then(|| n.to_string())
+        })
+        .await;
+    assert_eq!(after, notice, "the same notice");
     served(&d, "after-junk", None).await;
     let labels_js = "return [...document.querySelectorAll('#charts svg')]\
         .map(s => s.getAttribute('aria-label'))";
