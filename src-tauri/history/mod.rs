@@ -70,6 +70,13 @@ ALTER TABLE requests ADD COLUMN account_key TEXT;
 ALTER TABLE tokens ADD COLUMN account_key TEXT;
 ";
 
+/// Version 1's tables as version 2 reads them, for a read-only connection.
+const READ_FIRST_RELEASE: &str = "
+CREATE TEMP VIEW usage AS SELECT *, NULL AS account_key FROM main.usage;
+CREATE TEMP VIEW requests AS SELECT *, NULL AS account_key FROM main.requests;
+CREATE TEMP VIEW tokens AS SELECT *, NULL AS account_key FROM main.tokens;
+";
+
 #[derive(Debug, thiserror::Error)]
 pub enum HistoryError {
     #[error("cannot open the usage history {path}: {source}")]
@@ -210,6 +217,17 @@ impl History {
                 source,
             })?;
         let _ = connection.busy_timeout(BUSY_WAIT);
+        // A first-release file the router has not brought up to date yet (`cma history` run
+        // before the new router started): read through views that give every row an empty
+        // key. Temporary views shadow the tables and write nothing to the file.
+        let version: i64 = connection
+            .query_row("PRAGMA user_version", [], |row| row.get(0))
+            .map_err(HistoryError::Read)?;
+        if version == 1 {
+            connection
+                .execute_batch(READ_FIRST_RELEASE)
+                .map_err(HistoryError::Read)?;
+        }
         Ok(Some(History {
             connection,
             path: path.to_path_buf(),

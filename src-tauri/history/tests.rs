@@ -326,6 +326,14 @@ fn a_history_from_the_first_release_is_brought_up_to_date_not_moved_aside() {
         )
         .unwrap();
     }
+    // Read (`cma history`) before the new router brought it up to date: read as it is.
+    let read = History::open_read_only(&path).unwrap().expect("a history");
+    let days = read.days(NOW - 7 * DAY_MS, None).unwrap();
+    assert_eq!(
+        (days.len(), days[0].input_tokens, days[0].key.as_deref()),
+        (1, 40, None)
+    );
+    drop(read);
     let (mut history, opened) = History::open(&path, NOW).unwrap();
     assert_eq!(opened, Opened::Existing, "kept, not moved aside");
     history
