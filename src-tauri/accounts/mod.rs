@@ -15,7 +15,7 @@ use crate::oauth;
 use crate::sensitive::{AccessToken, RefreshToken};
 use crate::store::{AccountRecord, FileStamp, Store, StoreError};
 pub use attention::{deactivation_code, Attention};
-pub use pace::Pace;
+use pace::Pace;
 use unsaved::{keep_unsaved, memory_wins};
 pub use usage::{Usage, Window};
 

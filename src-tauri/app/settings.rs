@@ -172,11 +172,7 @@ fn outcome(
     let (value, source) = effective(paths, env, key);
     let restart_needed = value != before.0;
     let overridden_by = (source == Source::Env).then_some(key.var);
-    let file = paths.settings_file.display();
-    let what = match &written {
-        Some(w) => format!("{} = {w} saved in {file}", key.name),
-        None => format!("{} removed from {file}", key.name),
-    };
+    let what = written_where(key.name, written.as_deref(), &paths.settings_file);
     let effect = if let Some(variable) = overridden_by {
         format!("{variable}={value} in this environment still wins over the file")
     } else if restart_needed {
@@ -194,6 +190,25 @@ fn outcome(
         restart_needed,
         overridden_by,
         message: format!("{what}; {effect}"),
+    }
+}
+
+impl SetOutcome {
+    /// A running app took the value in at once (the strategy, the alert thresholds): no
+    /// restart is waited for, and the message says so.
+    pub fn applied_now(&mut self) {
+        self.restart_needed = false;
+        let what = written_where(self.key, self.written.as_deref(), &self.file);
+        self.message = format!("{what}; in use now: {}", self.value);
+    }
+}
+
+/// "key = value saved in FILE", or "key removed from FILE".
+fn written_where(key: &str, written: Option<&str>, file: &std::path::Path) -> String {
+    let file = file.display();
+    match written {
+        Some(w) => format!("{key} = {w} saved in {file}"),
+        None => format!("{key} removed from {file}"),
     }
 }
 

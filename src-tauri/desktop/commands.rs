@@ -298,11 +298,7 @@ fn apply_live(app: &Shell, outcome: &mut app::SetOutcome) {
         _ => false,
     };
     if applied && outcome.restart_needed {
-        outcome.restart_needed = false;
-        // The message's last clause is the restart; what was written stays.
-        if let Some((written, _)) = outcome.message.rsplit_once("; ") {
-            outcome.message = format!("{written}; in use now: {}", outcome.value);
-        }
+        outcome.applied_now();
     }
 }
 

@@ -118,27 +118,25 @@ pub(super) fn next_account(
     }
 }
 
+/// Whether the account `key` can take `model` now; `None` when there is no such account.
+fn availability_of(state: &ProxyState, key: &str, model: &str) -> Option<Availability> {
+    let accounts = state.routing().pool.accounts();
+    let account = accounts.iter().find(|a| a.key == key)?;
+    Some(availability(account, model, now_ms()))
+}
+
 /// Whether the account `key` can serve `model` now.
 pub(super) fn usable(state: &ProxyState, key: &str, model: &str) -> bool {
-    let now = now_ms();
-    let accounts = state.routing().pool.accounts();
-    accounts
-        .iter()
-        .any(|a| a.key == key && availability(a, model, now) == Availability::Ok)
+    availability_of(state, key, model) == Some(Availability::Ok)
 }
 
 /// Whether the account `key` only rests after an error (it is not limited, disabled or
 /// signed out): worth a try when nothing else can serve.
 pub(super) fn resting(state: &ProxyState, key: &str, model: &str) -> bool {
-    let now = now_ms();
-    let accounts = state.routing().pool.accounts();
-    accounts.iter().any(|a| {
-        a.key == key
-            && matches!(
-                availability(a, model, now),
-                Availability::CoolingDown { .. }
-            )
-    })
+    matches!(
+        availability_of(state, key, model),
+        Some(Availability::CoolingDown { .. })
+    )
 }
 
 /// Logs a session's move from `from` to `to` and lists it in `/status`.

@@ -254,15 +254,8 @@ async fn a_stall_after_the_opening_is_passed_on_and_cut_at_the_idle_timeout() {
 #[tokio::test]
 async fn a_5xx_from_every_account_is_passed_on_for_codex_to_retry() {
     let h = Harness::start(&[A, B]).await;
-    for id in ["acct-a", "acct-b"] {
-        h.fake.push_behaviour(
-            id,
-            Behaviour::Status {
-                status: 502,
-                body: serde_json::json!({"error": {"message": "bad gateway"}}),
-            },
-        );
-    }
+    h.fake
+        .fail_each_once(&["acct-a", "acct-b"], 502, "bad gateway");
     let response = h.respond("s1").await;
     assert_eq!(response.status(), 502);
 }
@@ -273,15 +266,8 @@ async fn a_5xx_from_every_account_is_passed_on_for_codex_to_retry() {
 #[tokio::test]
 async fn after_every_account_failed_once_the_next_request_is_tried_not_refused() {
     let h = Harness::start(&[A, B]).await;
-    for id in ["acct-a", "acct-b"] {
-        h.fake.push_behaviour(
-            id,
-            Behaviour::Status {
-                status: 503,
-                body: serde_json::json!({"error": {"message": "upstream connect error"}}),
-            },
-        );
-    }
+    h.fake
+        .fail_each_once(&["acct-a", "acct-b"], 503, "upstream connect error");
     let response = h.respond("s1").await;
     assert_eq!(response.status(), 503, "both tried, the error passed on");
     assert_eq!(h.model_requests().len(), 2);

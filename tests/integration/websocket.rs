@@ -283,15 +283,8 @@ async fn all_accounts_limited_gives_one_429_error_frame_and_the_socket_stays_usa
 #[tokio::test]
 async fn after_every_account_failed_once_the_sockets_next_request_is_tried() {
     let h = Harness::start(&[A, B]).await;
-    for id in ["acct-a", "acct-b"] {
-        h.fake.push_behaviour(
-            id,
-            Behaviour::Status {
-                status: 503,
-                body: json!({"error": {"message": "upstream connect error"}}),
-            },
-        );
-    }
+    h.fake
+        .fail_each_once(&["acct-a", "acct-b"], 503, "upstream connect error");
     let mut ws = connect(&h, "ws-outage").await;
     let events = ws.create(&codex_body("ws-outage", "gpt-5.5")).await;
     assert_eq!(types(&events), ["error"], "{events:?}");
@@ -305,15 +298,8 @@ async fn after_every_account_failed_once_the_sockets_next_request_is_tried() {
     );
     // Both rest again (an HTTP request met the outage): the socket's own account, though
     // resting, is tried rather than the request refused.
-    for id in ["acct-a", "acct-b"] {
-        h.fake.push_behaviour(
-            id,
-            Behaviour::Status {
-                status: 503,
-                body: json!({"error": {"message": "upstream connect error"}}),
-            },
-        );
-    }
+    h.fake
+        .fail_each_once(&["acct-a", "acct-b"], 503, "upstream connect error");
     assert_eq!(h.respond("http-outage").await.status(), 503);
     let third = ws.create(&codex_body("ws-outage", "gpt-5.5")).await;
     assert_eq!(

@@ -137,6 +137,15 @@ impl FakeOpenAi {
     }
 
     /// What answers once the queue is empty; initially `Behaviour::ok()`.
+    /// The next call of each of `account_ids` answers `status` with `message`: a moment's
+    /// outage across those accounts.
+    pub fn fail_each_once(&self, account_ids: &[&str], status: u16, message: &str) {
+        for id in account_ids {
+            let body = serde_json::json!({"error": {"message": message}});
+            self.push_behaviour(id, Behaviour::Status { status, body });
+        }
+    }
+
     pub fn set_default_behaviour(&self, account_id: &str, b: Behaviour) {
         lock(&self.shared).account(account_id).default_behaviour = b;
     }
